@@ -1,0 +1,62 @@
+"""Process edge: environment -> settings -> logging -> HTTP server. `cm-api` and
+`python -m service` both land here."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Mapping
+
+import structlog
+from aiohttp import web
+
+from . import __version__
+from .app import create_app
+from .errors import StartupError
+from .logs import configure_logging
+from .settings import SettingsError, load_settings
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop  # noqa: PLC0415  (optional: not on every platform)
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def main(env: Mapping[str, str] | None = None) -> int:
+    """Run the service until SIGINT/SIGTERM; return the process exit code."""
+    try:
+        settings = load_settings(os.environ if env is None else env)
+    except SettingsError as exc:
+        sys.stderr.write(f"cm-api: invalid configuration: {exc}\n")
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
+    log = structlog.get_logger("service")
+    log.info("starting", version=__version__, settings=settings.public())
+    try:
+        web.run_app(
+            create_app(settings),
+            host=settings.http_host,
+            port=settings.http_port,
+            print=None,
+            access_log=None,
+            loop=_new_loop(),
+        )
+    except StartupError as exc:
+        log.error("startup_failed", error=str(exc))
+        sys.stderr.write(f"cm-api: start-up failed: {exc}\n")
+        return 1
+    except OSError as exc:
+        where = f"{settings.http_host}:{settings.http_port}"
+        log.error("listen_failed", address=where, error=str(exc))
+        sys.stderr.write(f"cm-api: cannot listen on {where}: {exc.strerror or exc}\n")
+        return 1
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

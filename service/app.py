@@ -1,0 +1,61 @@
+"""Application factory: wires settings, resources opened in cleanup_ctx, middlewares and routes.
+It only wires; every piece of behaviour lives in its own module."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import structlog
+from aiohttp import web
+
+from .db import Database
+from .errors import DatabaseQueryError, DatabaseUnavailable, StartupError
+from .handlers import ResourceHandlers
+from .keys import CATALOG, DATABASE, SETTINGS
+from .middlewares import error_middleware
+from .resources import build_catalog
+from .settings import Settings
+
+log = structlog.get_logger(__name__)
+
+# Seconds the pool waits at shutdown for connections still serving a request.
+POOL_CLOSE_GRACE = 10.0
+
+
+async def database_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Open the pool, check the schema once, and close the pool at shutdown."""
+    settings = app[SETTINGS]
+    db = Database(settings)
+    await db.start()
+    try:
+        tables = await db.introspect(settings.resources)
+        catalog = build_catalog(
+            settings.resources, tables, settings.expose_secret_columns, db.where
+        )
+    except (DatabaseUnavailable, DatabaseQueryError) as exc:
+        await db.close()
+        raise StartupError(f"cannot read the schema from {db.where}: {exc.message}") from None
+    except BaseException:
+        await db.close()
+        raise
+    for resource in catalog.resources.values():
+        if resource.hidden:
+            log.info("columns_hidden", table=resource.table, columns=list(resource.hidden))
+    app[DATABASE] = db
+    app[CATALOG] = catalog
+    log.info("database_ready", where=db.where, resources=list(catalog.resources))
+    yield
+    await db.close(POOL_CLOSE_GRACE)
+
+
+def create_app(settings: Settings) -> web.Application:
+    # Requests carry no body: a small limit rejects anything bigger with 413 early.
+    app = web.Application(middlewares=[error_middleware], client_max_size=64 * 1024)
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(database_ctx)
+    for name in settings.resources:
+        handlers = ResourceHandlers(name)
+        app.router.add_get(f"/{name}", handlers.list)
+        app.router.add_get(f"/{name}/", handlers.list)
+        app.router.add_get(f"/{name}/{{id}}", handlers.item)
+    return app

@@ -1,0 +1,232 @@
+"""The database: connection pool life cycle, start-up schema introspection, and time-bounded
+queries whose failures become `DatabaseUnavailable` (retry later) or `DatabaseQueryError`.
+
+No HTTP here. SQL text comes only from `resources.py`, values are always bound parameters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import aiomysql
+import pymysql
+import structlog
+
+from .errors import DatabaseQueryError, DatabaseUnavailable, StartupError
+from .pool import AcquireTimeout, ConnectionPool, PoolClosed, PoolStats
+from .settings import Settings
+
+log = structlog.get_logger(__name__)
+
+# Start-up errors that no retry will fix: wrong credentials, no such database.
+_FATAL_CONNECT_ERRORS: Final = frozenset({1044, 1045, 1049, 1698})
+# Errors that mean the connection (not the statement) failed: MySQL client errors (2xxx) and the
+# server ending the session (shutdown 1053, killed 1927, too many connections 1040).
+_SERVER_GONE_ERRORS: Final = frozenset({1040, 1053, 1077, 1152, 1153, 1156, 1927})
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    name: str
+    data_type: str  # information_schema DATA_TYPE, lower case: int, varchar, decimal, ...
+    column_type: str  # full type: "int(10) unsigned", "decimal(18,4)", ...
+    max_length: int | None  # characters, for character types
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    name: str
+    columns: tuple[ColumnInfo, ...]
+    primary_key: tuple[str, ...]
+
+
+def quote_identifier(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+class Database:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._pool = ConnectionPool(
+            self._connect,
+            min_size=settings.db_pool_min_size,
+            max_size=settings.db_pool_size,
+            max_lifetime=settings.db_pool_recycle_seconds,
+        )
+
+    @property
+    def where(self) -> str:
+        """host:port/database as user, for messages (never the password)."""
+        s = self._settings
+        return f"MySQL at {s.db_host}:{s.db_port}, database {s.db_name!r}, user {s.db_user!r}"
+
+    async def _connect(self) -> Any:
+        s = self._settings
+        conn = aiomysql.Connection(
+            host=s.db_host,
+            port=s.db_port,
+            user=s.db_user,
+            password=s.db_password.reveal(),
+            db=s.db_name,
+            charset="utf8mb4",
+            autocommit=True,
+            connect_timeout=s.db_connection_timeout,
+            program_name="cm-api",
+        )
+        try:
+            # aiomysql bounds only the TCP connect; a peer that accepts and then says nothing
+            # would hang the handshake forever. The private `_connect` (what aiomysql.connect
+            # awaits) lets us close the half-open socket when the deadline cancels it.
+            async with asyncio.timeout(s.db_connection_timeout):
+                await conn._connect()
+                await self._limit_statement_time(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def _limit_statement_time(self, conn: Any) -> None:
+        """Let the server itself stop a runaway SELECT shortly after the client gave up on it,
+        instead of burning CPU for a client that is gone."""
+        limit = self._settings.db_query_timeout + 1
+        async with conn.cursor() as cur:
+            if "mariadb" in conn.get_server_info().lower():
+                await cur.execute("SET SESSION max_statement_time = %s", (limit,))
+            else:
+                await cur.execute("SET SESSION max_execution_time = %s", (int(limit * 1000),))
+
+    async def start(self) -> None:
+        """Open the pool, retrying as configured; raise StartupError with a clear message."""
+        s = self._settings
+        attempts = s.db_connect_retries + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                await self._pool.open()
+            except (pymysql.err.MySQLError, OSError, TimeoutError) as exc:
+                code = _error_code(exc)
+                detail = _describe(exc)
+                if code in _FATAL_CONNECT_ERRORS:
+                    raise StartupError(f"cannot use {self.where}: {detail}") from None
+                if attempt == attempts:
+                    raise StartupError(
+                        f"cannot connect to {self.where} after {attempts} attempt(s): {detail}"
+                    ) from None
+                log.warning(
+                    "database_connect_failed",
+                    attempt=attempt,
+                    attempts=attempts,
+                    retry_in_s=s.db_connect_retry_delay,
+                    error=detail,
+                )
+                await asyncio.sleep(s.db_connect_retry_delay)
+            else:
+                return
+
+    async def close(self, grace: float = 10.0) -> None:
+        await self._pool.close(grace)
+
+    def stats(self) -> PoolStats:
+        return self._pool.stats()
+
+    async def introspect(self, tables: Sequence[str]) -> dict[str, TableInfo]:
+        """Columns and primary key of each named table that exists in the configured database."""
+        placeholders = ", ".join(["%s"] * len(tables))
+        columns = await self.fetch(
+            "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, CHARACTER_MAXIMUM_LENGTH"
+            " FROM information_schema.COLUMNS"
+            f" WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN ({placeholders})"
+            " ORDER BY TABLE_NAME, ORDINAL_POSITION",
+            tables,
+        )
+        keys = await self.fetch(
+            "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.STATISTICS"
+            f" WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN ({placeholders})"
+            " AND INDEX_NAME = 'PRIMARY' ORDER BY TABLE_NAME, SEQ_IN_INDEX",
+            tables,
+        )
+        found: dict[str, list[ColumnInfo]] = {}
+        for table, name, data_type, column_type, max_length in columns:
+            found.setdefault(_text(table), []).append(
+                ColumnInfo(
+                    name=_text(name),
+                    data_type=_text(data_type).lower(),
+                    column_type=_text(column_type).lower(),
+                    max_length=None if max_length is None else int(max_length),
+                )
+            )
+        primary: dict[str, list[str]] = {}
+        for table, name in keys:
+            primary.setdefault(_text(table), []).append(_text(name))
+        return {
+            table: TableInfo(table, tuple(cols), tuple(primary.get(table, ())))
+            for table, cols in found.items()
+        }
+
+    async def fetch(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement on a pooled connection, bounded by the acquire and query time-outs.
+
+        A connection whose statement did not finish cleanly (time-out, cancellation, protocol
+        or server error) is closed, never returned to the pool in an unknown state.
+        """
+        s = self._settings
+        try:
+            conn = await self._pool.acquire(s.db_acquire_timeout)
+        except AcquireTimeout as exc:
+            raise DatabaseUnavailable(str(exc)) from None
+        except PoolClosed:
+            raise DatabaseUnavailable("the service is shutting down") from None
+        except (pymysql.err.MySQLError, OSError) as exc:
+            log.warning("database_connect_failed", error=_describe(exc))
+            raise DatabaseUnavailable("cannot connect to the database") from None
+        discard: str | None = "cancelled"
+        try:
+            async with asyncio.timeout(s.db_query_timeout):
+                async with conn.cursor() as cur:
+                    await cur.execute(sql, tuple(args))
+                    rows: list[tuple[Any, ...]] = list(await cur.fetchall())
+            discard = None
+            return rows
+        except TimeoutError:
+            discard = "timeout"
+            raise DatabaseUnavailable(
+                f"the database did not answer within {s.db_query_timeout:g} s"
+            ) from None
+        except (pymysql.err.MySQLError, OSError) as exc:
+            code = _error_code(exc)
+            if isinstance(
+                exc, pymysql.err.InterfaceError | pymysql.err.OperationalError | OSError
+            ) and (code is None or code >= 2000 or code in _SERVER_GONE_ERRORS):
+                discard = "broken"
+                log.warning("database_connection_lost", error=_describe(exc))
+                raise DatabaseUnavailable("the database connection was lost") from None
+            discard = "error"
+            log.error("database_query_failed", error=_describe(exc))
+            raise DatabaseQueryError("the database rejected the query") from None
+        finally:
+            self._pool.release(conn, discard=discard)
+
+
+def _error_code(exc: BaseException) -> int | None:
+    if isinstance(exc, pymysql.err.MySQLError) and exc.args and isinstance(exc.args[0], int):
+        return exc.args[0]
+    return None
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for logs and start-up messages: the driver's code and text (it never holds the
+    password), or the exception type for errors without text."""
+    if isinstance(exc, pymysql.err.MySQLError) and len(exc.args) >= 2:
+        detail = f"({exc.args[0]}) {exc.args[1]}"
+        cause = exc.__cause__
+        if cause is not None and str(cause):
+            detail += f" [{type(cause).__name__}: {cause}]"
+        return detail
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _text(value: object) -> str:
+    # information_schema returns bytes for some columns on some server versions.
+    return value.decode() if isinstance(value, bytes | bytearray) else str(value)

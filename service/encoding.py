@@ -1,0 +1,46 @@
+"""Rows to JSON bytes, once per load: DECIMAL as exact strings, dates and times as ISO 8601,
+binary as base64, NULL as null."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        # format(..., "f") keeps every stored digit and never switches to exponent notation
+        # (str(Decimal("0E-10")) would).
+        return format(value, "f")
+    if isinstance(value, dt.timedelta):
+        return _mysql_time(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, set | frozenset):
+        return sorted(value)
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+def _mysql_time(value: dt.timedelta) -> str:
+    """A MySQL TIME (which PyMySQL returns as a timedelta; it may exceed 24 h or be negative)
+    as [-]HH:MM:SS[.ffffff], the ISO 8601 extended time form."""
+    sign = "-" if value < dt.timedelta(0) else ""
+    micros = abs(value) // dt.timedelta(microseconds=1)
+    seconds, micro = divmod(micros, 1_000_000)
+    minutes, second = divmod(seconds, 60)
+    hours, minute = divmod(minutes, 60)
+    text = f"{sign}{hours:02d}:{minute:02d}:{second:02d}"
+    return f"{text}.{micro:06d}" if micro else text
+
+
+def rows_to_objects(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+    return [dict(zip(columns, row, strict=True)) for row in rows]
+
+
+def encode(value: Any) -> bytes:
+    return orjson.dumps(value, default=_default)

@@ -1,0 +1,37 @@
+"""Domain exceptions. They carry a stable machine code and a message that is safe to show a
+client: never SQL text, credentials or a stack trace. The HTTP layer maps them to statuses."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    code = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(ServiceError):
+    code = "bad_request"
+
+
+class NotFound(ServiceError):
+    code = "not_found"
+
+
+class DatabaseUnavailable(ServiceError):
+    """The database cannot answer now (down, unreachable, pool exhausted, query timed out).
+    Worth retrying later; never to be mistaken for an empty result."""
+
+    code = "database_unavailable"
+
+
+class DatabaseQueryError(ServiceError):
+    """The database answered with an error a retry will not fix (e.g. the schema changed)."""
+
+    code = "database_error"
+
+
+class StartupError(Exception):
+    """The process cannot start; the message is one clear line for the operator."""

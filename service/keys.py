@@ -1,0 +1,20 @@
+"""Every value stored on the application, as a typed key.
+
+The types are imported for the type checker only, so this module stays at the bottom of the
+import graph (DESIGN.md section 3) and any module may import it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from .db import Database
+    from .resources import Catalog
+    from .settings import Settings
+
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
+DATABASE: web.AppKey[Database] = web.AppKey("database")
+CATALOG: web.AppKey[Catalog] = web.AppKey("catalog")

@@ -1,0 +1,177 @@
+"""The exposed resources: which table, which columns, how a request's parameters become a
+bound-parameter SELECT. Table and column names come only from the configuration and the
+start-up introspection, never from a request.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import urlencode
+
+from .db import ColumnInfo, TableInfo, quote_identifier
+from .errors import BadRequest, StartupError
+
+SECRET_NAME: Final = re.compile(r"password|passwd|secret|token|salt|hash|api_?key", re.IGNORECASE)
+INTEGER_TYPES: Final = frozenset({"tinyint", "smallint", "mediumint", "int", "integer", "bigint"})
+_INTEGER_TEXT: Final = re.compile(r"-?[0-9]{1,20}")
+_INT_MIN: Final = -(2**63)
+_UINT_MAX: Final = 2**64 - 1
+_MAX_TEXT_KEY: Final = 1024
+LIST_PARAMETERS: Final = ("after", "limit")
+
+
+@dataclass(frozen=True)
+class Page:
+    """A validated list request: rows with key > after (when given), at most `limit` of them."""
+
+    after: int | str | None = None
+    limit: int | None = None
+
+    def normalised(self) -> tuple[tuple[str, str], ...]:
+        """The parameters in one canonical order, for cache keys and links."""
+        items = []
+        if self.after is not None:
+            items.append(("after", str(self.after)))
+        if self.limit is not None:
+            items.append(("limit", str(self.limit)))
+        return tuple(items)
+
+
+@dataclass(frozen=True)
+class Resource:
+    name: str
+    table: str
+    key: ColumnInfo
+    columns: tuple[str, ...]  # exposed, in table order
+    hidden: tuple[str, ...]  # secret-looking columns not exposed
+
+    @property
+    def integer_key(self) -> bool:
+        return self.key.data_type in INTEGER_TYPES
+
+    def _select(self) -> str:
+        cols = ", ".join(quote_identifier(c) for c in self.columns)
+        return f"SELECT {cols} FROM {quote_identifier(self.table)}"
+
+    def list_query(self, page: Page) -> tuple[str, tuple[object, ...]]:
+        """SQL and arguments for a page; one row more than the limit tells whether more follow."""
+        key = quote_identifier(self.key.name)
+        sql = self._select()
+        args: list[object] = []
+        if page.after is not None:
+            sql += f" WHERE {key} > %s"
+            args.append(page.after)
+        sql += f" ORDER BY {key}"
+        if page.limit is not None:
+            sql += " LIMIT %s"
+            args.append(page.limit + 1)
+        return sql, tuple(args)
+
+    def one_query(self, key: int | str) -> tuple[str, tuple[object, ...]]:
+        return f"{self._select()} WHERE {quote_identifier(self.key.name)} = %s", (key,)
+
+    def parse_key(self, raw: str) -> int | str | None:
+        """The typed key value for an id from a URL, or None when no row can have it."""
+        if self.integer_key:
+            if not _INTEGER_TEXT.fullmatch(raw):
+                return None
+            value = int(raw)
+            return value if _INT_MIN <= value <= _UINT_MAX else None
+        limit = self.key.max_length or _MAX_TEXT_KEY
+        return raw if 0 < len(raw) <= limit else None
+
+    def parse_page(self, query: Iterable[tuple[str, str]], max_page_size: int) -> Page:
+        """Validate list parameters; anything unknown, repeated or malformed is a BadRequest."""
+        seen: dict[str, str] = {}
+        for name, value in query:
+            if name not in LIST_PARAMETERS:
+                raise BadRequest(
+                    f"unknown query parameter {name[:64]!r}; accepted: {', '.join(LIST_PARAMETERS)}"
+                )
+            if name in seen:
+                raise BadRequest(f"query parameter {name!r} given more than once")
+            seen[name] = value
+        limit = None
+        if "limit" in seen:
+            raw = seen["limit"]
+            if not re.fullmatch(r"[0-9]{1,9}", raw) or not 1 <= int(raw) <= max_page_size:
+                raise BadRequest(
+                    f"limit must be an integer from 1 to {max_page_size}, got {raw[:32]!r}"
+                )
+            limit = int(raw)
+        after: int | str | None = None
+        if "after" in seen:
+            raw = seen["after"]
+            if self.integer_key:
+                if not _INTEGER_TEXT.fullmatch(raw) or not _INT_MIN <= int(raw) <= _UINT_MAX:
+                    raise BadRequest(f"after must be an integer key, got {raw[:32]!r}")
+                after = int(raw)
+            else:
+                if not 0 < len(raw) <= _MAX_TEXT_KEY:
+                    raise BadRequest(f"after must be 1 to {_MAX_TEXT_KEY} characters")
+                after = raw
+        return Page(after=after, limit=limit)
+
+    def next_link(self, page: Page, rows: list[dict[str, Any]], path: str) -> str | None:
+        """RFC 8288 `Link` value for the next page, when the query found more than `limit`."""
+        if page.limit is None or len(rows) <= page.limit:
+            return None
+        last = rows[page.limit - 1][self.key.name]
+        query = urlencode({"after": _key_text(last), "limit": page.limit})
+        return f'<{path}?{query}>; rel="next"'
+
+
+def _key_text(value: object) -> str:
+    if isinstance(value, bytes | bytearray):
+        return value.decode("utf-8", "replace")
+    if hasattr(value, "isoformat"):
+        return str(value.isoformat())
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    resources: Mapping[str, Resource]
+
+    def __getitem__(self, name: str) -> Resource:
+        return self.resources[name]
+
+
+def build_catalog(
+    names: Iterable[str],
+    tables: Mapping[str, TableInfo],
+    expose_secret_columns: frozenset[tuple[str, str]],
+    where: str,
+) -> Catalog:
+    """Check each configured table and decide its exposed columns; StartupError on a problem."""
+    resources: dict[str, Resource] = {}
+    for name in names:
+        info = tables.get(name)
+        if info is None:
+            raise StartupError(f"table {name!r} does not exist ({where}); check RESOURCES")
+        if len(info.primary_key) != 1:
+            shape = "no primary key" if not info.primary_key else "a composite primary key"
+            raise StartupError(
+                f"table {name!r} has {shape} ({where}); cm-api pages and looks rows up by a "
+                "one-column primary key"
+            )
+        key_name = info.primary_key[0]
+        exposed: list[str] = []
+        hidden: list[str] = []
+        for column in info.columns:
+            secret = SECRET_NAME.search(column.name) is not None
+            if secret and (name, column.name) not in expose_secret_columns:
+                hidden.append(column.name)
+            else:
+                exposed.append(column.name)
+        if key_name in hidden:
+            raise StartupError(
+                f"table {name!r}: its primary key {key_name!r} looks secret and would show in "
+                f"URLs; list {name}.{key_name} in EXPOSE_SECRET_COLUMNS to serve it anyway"
+            )
+        key = next(c for c in info.columns if c.name == key_name)
+        resources[name] = Resource(name, name, key, tuple(exposed), tuple(hidden))
+    return Catalog(resources)

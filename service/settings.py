@@ -1,0 +1,279 @@
+"""Configuration from the environment, validated once at start-up.
+
+`VARIABLES` is the single list of every setting: its name, default and meaning. `load_settings`
+reads defaults from it, `config/cm-api.env.example` and the README table are checked against it
+by the tests, so the three cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, TypeVar
+
+T = TypeVar("T")
+
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or invalid; the message names the variable and what was expected."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+
+
+class Secret:
+    """A string that never shows itself in `repr`, `str`, logs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    default: str | None  # None: required
+    meaning: str
+
+
+VARIABLES: Final[tuple[Variable, ...]] = (
+    Variable("DB_HOST", None, "MySQL/MariaDB host name or address (required)"),
+    Variable("DB_PORT", "3306", "MySQL/MariaDB TCP port (1-65535)"),
+    Variable("DB_USER", None, "database user (required)"),
+    Variable("DB_PASSWORD", "", "database password; empty means no password"),
+    Variable(
+        "DB_PASSWORD_FILE",
+        "",
+        "file holding the password (a mounted secret); excludes DB_PASSWORD; "
+        "one trailing newline is ignored",
+    ),
+    Variable("DB_NAME", None, "database (schema) holding the exposed tables (required)"),
+    Variable(
+        "DB_CONNECTION_TIMEOUT",
+        "5",
+        "seconds to open one database connection, handshake included",
+    ),
+    Variable(
+        "DB_CONNECT_RETRIES",
+        "5",
+        "extra connection attempts at start-up after the first one fails (0 = try once)",
+    ),
+    Variable("DB_CONNECT_RETRY_DELAY", "2", "seconds between start-up connection attempts"),
+    Variable("DB_POOL_SIZE", "8", "maximum connections the process holds (1-1000)"),
+    Variable(
+        "DB_POOL_MIN_SIZE",
+        "1",
+        "connections opened at start-up and kept warm (0 to DB_POOL_SIZE)",
+    ),
+    Variable(
+        "DB_POOL_RECYCLE_SECONDS",
+        "1800",
+        "a connection older than this is closed when it returns to the pool or is found idle, "
+        "and replaced on demand (keep it below the server's wait_timeout)",
+    ),
+    Variable(
+        "DB_ACQUIRE_TIMEOUT",
+        "2",
+        "seconds a request waits for a free pooled connection before answering 503",
+    ),
+    Variable(
+        "DB_QUERY_TIMEOUT",
+        "5",
+        "seconds one query may run before it is abandoned (503) and its connection closed",
+    ),
+    Variable("HTTP_HOST", "0.0.0.0", "address the HTTP server listens on"),
+    Variable("HTTP_PORT", "8080", "HTTP port (1-65535)"),
+    Variable("MAX_PAGE_SIZE", "1000", "largest accepted ?limit= on list routes"),
+    Variable(
+        "RESOURCES",
+        "acc,user",
+        "comma-separated tables served as /<table>/ (each needs a one-column primary key)",
+    ),
+    Variable(
+        "EXPOSE_SECRET_COLUMNS",
+        "",
+        "comma-separated table.column names served although they look secret "
+        "(password, passwd, secret, token, salt, hash, api_key)",
+    ),
+    Variable("LOG_LEVEL", "info", "debug, info, warning or error"),
+    Variable(
+        "LOG_FORMAT",
+        "auto",
+        "json, console, or auto (console on a terminal, JSON otherwise)",
+    ),
+)
+
+_BY_NAME: Final[Mapping[str, Variable]] = {v.name: v for v in VARIABLES}
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+LOG_FORMATS: Final = ("auto", "json", "console")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    db_host: str
+    db_port: int
+    db_user: str
+    db_password: Secret
+    db_name: str
+    db_connection_timeout: float
+    db_connect_retries: int
+    db_connect_retry_delay: float
+    db_pool_size: int
+    db_pool_min_size: int
+    db_pool_recycle_seconds: float
+    db_acquire_timeout: float
+    db_query_timeout: float
+    http_host: str
+    http_port: int
+    max_page_size: int
+    resources: tuple[str, ...]
+    expose_secret_columns: frozenset[tuple[str, str]]
+    log_level: str
+    log_format: str
+
+    def public(self) -> dict[str, object]:
+        """Every setting except the password, for the start-up log line."""
+        return {
+            name: value for name, value in self.__dict__.items() if not isinstance(value, Secret)
+        }
+
+
+class _Reader:
+    """Reads one environment mapping, applying the defaults of `VARIABLES`."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def raw(self, name: str) -> str:
+        var = _BY_NAME[name]
+        value = self._env.get(name)
+        if value is None or value.strip() == "":
+            if var.default is None:
+                raise SettingsError(name, f"is required ({var.meaning})")
+            return var.default
+        return value.strip()
+
+    def text(self, name: str) -> str:
+        return self.raw(name)
+
+    def integer(self, name: str, low: int, high: int) -> int:
+        return self._bounded(name, low, high, int, "an integer")
+
+    def number(self, name: str, low: float, high: float) -> float:
+        return self._bounded(name, low, high, float, "a number of seconds")
+
+    def _bounded(self, name: str, low: T, high: T, parse: Callable[[str], T], kind: str) -> T:
+        raw = self.raw(name)
+        expected = f"expected {kind} from {low} to {high}, got {raw!r}"
+        try:
+            value = parse(raw)
+        except ValueError:
+            raise SettingsError(name, expected) from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SettingsError(name, expected)
+        if not low <= value <= high:  # type: ignore[operator]
+            raise SettingsError(name, expected)
+        return value
+
+    def choice(self, name: str, choices: tuple[str, ...]) -> str:
+        raw = self.raw(name).lower()
+        if raw not in choices:
+            raise SettingsError(name, f"expected one of {', '.join(choices)}, got {raw!r}")
+        return raw
+
+
+def _password(env: Mapping[str, str]) -> Secret:
+    path = env.get("DB_PASSWORD_FILE", "").strip()
+    if not path:
+        # Not stripped: a password may legitimately start or end with a space.
+        return Secret(env.get("DB_PASSWORD", ""))
+    if env.get("DB_PASSWORD", ""):
+        raise SettingsError(
+            "DB_PASSWORD_FILE", "set either DB_PASSWORD or DB_PASSWORD_FILE, not both"
+        )
+    try:
+        content = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise SettingsError("DB_PASSWORD_FILE", f"cannot read {path!r}: {reason}") from None
+    # Secrets written with `echo` end in a newline that is not part of the password.
+    return Secret(content.removesuffix("\n").removesuffix("\r"))
+
+
+def _names(reader: _Reader, name: str) -> tuple[str, ...]:
+    items = tuple(item.strip() for item in reader.raw(name).split(",") if item.strip())
+    for item in items:
+        if not IDENTIFIER.fullmatch(item):
+            raise SettingsError(
+                name, f"expected comma-separated table names like acc,user, got {item!r}"
+            )
+    if not items:
+        raise SettingsError(name, "expected at least one table name")
+    if len(set(items)) != len(items):
+        raise SettingsError(name, f"lists a table twice: {','.join(items)}")
+    return items
+
+
+def _qualified_columns(reader: _Reader, name: str) -> frozenset[tuple[str, str]]:
+    pairs: set[tuple[str, str]] = set()
+    for raw in reader.raw(name).split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        table, _, column = item.partition(".")
+        if not (IDENTIFIER.fullmatch(table) and IDENTIFIER.fullmatch(column)):
+            raise SettingsError(name, f"expected table.column entries, got {item!r}")
+        pairs.add((table, column))
+    return frozenset(pairs)
+
+
+def load_settings(env: Mapping[str, str]) -> Settings:
+    """Validate every variable; raise SettingsError naming the first bad one."""
+    r = _Reader(env)
+    pool_size = r.integer("DB_POOL_SIZE", 1, 1000)
+    host = r.text("DB_HOST")
+    if any(c.isspace() for c in host):
+        raise SettingsError("DB_HOST", f"expected a host name or address, got {host!r}")
+    return Settings(
+        db_host=host,
+        db_port=r.integer("DB_PORT", 1, 65535),
+        db_user=r.text("DB_USER"),
+        db_password=_password(env),
+        db_name=r.text("DB_NAME"),
+        db_connection_timeout=r.number("DB_CONNECTION_TIMEOUT", 0.1, 300),
+        db_connect_retries=r.integer("DB_CONNECT_RETRIES", 0, 1000),
+        db_connect_retry_delay=r.number("DB_CONNECT_RETRY_DELAY", 0, 300),
+        db_pool_size=pool_size,
+        db_pool_min_size=r.integer("DB_POOL_MIN_SIZE", 0, pool_size),
+        db_pool_recycle_seconds=r.number("DB_POOL_RECYCLE_SECONDS", 1, 86400 * 7),
+        db_acquire_timeout=r.number("DB_ACQUIRE_TIMEOUT", 0.01, 300),
+        db_query_timeout=r.number("DB_QUERY_TIMEOUT", 0.01, 3600),
+        http_host=r.text("HTTP_HOST"),
+        http_port=r.integer("HTTP_PORT", 1, 65535),
+        max_page_size=r.integer("MAX_PAGE_SIZE", 1, 100_000),
+        resources=_names(r, "RESOURCES"),
+        expose_secret_columns=_qualified_columns(r, "EXPOSE_SECRET_COLUMNS"),
+        log_level=r.choice("LOG_LEVEL", LOG_LEVELS),
+        log_format=r.choice("LOG_FORMAT", LOG_FORMATS),
+    )
