@@ -1,4 +1,5 @@
 -- Demo rows for `make run`: a few accounts and users, with NULLs, exact decimals and non-ASCII text.
+SET NAMES utf8mb4;
 INSERT INTO acc (id, name, status, balance, credit_limit, created_at, notes) VALUES
     (1, 'Acme Logistics',        'active',    15234.5000, 50000.00, '2024-01-15 09:30:00', 'Key account'),
     (2, 'Borealis Energía',      'active',      -120.7500,  1000.00, '2024-02-01 14:05:12.250000', NULL),

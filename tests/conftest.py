@@ -1,0 +1,147 @@
+"""Shared fixtures: a real MariaDB/MySQL server, a uniquely named database per test run (dropped
+at the end), settings pointing at it, and a running app.
+
+Which server: DB_HOST/DB_PORT/DB_USER/DB_PASSWORD when set (an account allowed to create
+databases), else 127.0.0.1:3306 as root without a password, else a private MariaDB started for
+the run (installed from Debian's packages first when there is none and we are root).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from service.app import create_app
+from service.devdb import (
+    ServerAddress,
+    can_install_packages,
+    create_database,
+    database_server,
+    drop_database,
+)
+from service.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA = ROOT / "config" / "schema.sql"
+DEMO_DATA = ROOT / "config" / "demo-data.sql"
+
+ClientFactory = Callable[..., Any]
+
+
+def _preferred_server() -> ServerAddress:
+    env = os.environ
+    return ServerAddress(
+        host=env.get("DB_HOST", "127.0.0.1"),
+        port=int(env.get("DB_PORT", "3306")),
+        user=env.get("DB_USER", "root"),
+        password=env.get("DB_PASSWORD", ""),
+    )
+
+
+@pytest.fixture(scope="session")
+def db_server() -> Iterator[ServerAddress]:
+    with database_server(
+        prefer=_preferred_server(), allow_install=can_install_packages()
+    ) as address:
+        yield address
+
+
+@pytest.fixture(scope="session")
+def db_name(db_server: ServerAddress) -> Iterator[str]:
+    """A fresh database holding config/schema.sql and the demo rows, unique to this run."""
+    name = f"cmapi_test_{uuid.uuid4().hex[:12]}"
+    create_database(db_server, name, [SCHEMA, DEMO_DATA])
+    try:
+        yield name
+    finally:
+        drop_database(db_server, name)
+
+
+def connect(address: ServerAddress, database: str | None = None) -> pymysql.Connection[Any]:
+    return pymysql.connect(
+        host=address.host,
+        port=address.port,
+        user=address.user,
+        password=address.password,
+        database=database,
+        charset="utf8mb4",
+        autocommit=True,
+    )
+
+
+class SQL:
+    """Runs statements on the test database through its own (test-side) connection."""
+
+    def __init__(self, address: ServerAddress, database: str) -> None:
+        self.address = address
+        self.database = database
+        self.conn = connect(address, database)
+
+    def __call__(self, statement: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+        with self.conn.cursor() as cur:
+            cur.execute(statement, args or None)
+            return list(cur.fetchall())
+
+    def status(self, *names: str) -> dict[str, int]:
+        """MariaDB's own global counters (SHOW GLOBAL STATUS does not count as a SELECT)."""
+        rows = self("SHOW GLOBAL STATUS")
+        wanted = set(names)
+        return {str(k): int(v) for k, v in rows if k in wanted}
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+@pytest.fixture
+def sql(db_server: ServerAddress, db_name: str) -> Iterator[SQL]:
+    runner = SQL(db_server, db_name)
+    yield runner
+    runner.close()
+
+
+def base_env(address: ServerAddress, database: str) -> dict[str, str]:
+    return {
+        "DB_HOST": address.host,
+        "DB_PORT": str(address.port),
+        "DB_USER": address.user,
+        "DB_PASSWORD": address.password,
+        "DB_NAME": database,
+        "DB_CONNECT_RETRIES": "0",
+        "LOG_FORMAT": "json",
+    }
+
+
+@pytest.fixture
+def make_settings(db_server: ServerAddress, db_name: str) -> Callable[..., Settings]:
+    """Settings for the test database; keyword arguments override variables by name."""
+
+    def make(**overrides: str) -> Settings:
+        return load_settings({**base_env(db_server, db_name), **overrides})
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+async def client(
+    aiohttp_client: ClientFactory, settings: Settings
+) -> TestClient[web.Request, web.Application]:
+    app = create_app(settings)
+    return await aiohttp_client(app)  # type: ignore[no-any-return]
+
+
+def env_of(settings_env: Mapping[str, str]) -> dict[str, str]:
+    """The current environment plus `settings_env`, for starting the real process."""
+    return {**os.environ, **settings_env}

@@ -1,0 +1,83 @@
+"""What MariaDB itself sees while the service answers: connections opened once, one SELECT per
+uncached request; and what a client sees when the schema changes under the service."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from service.app import create_app
+from service.keys import DATABASE
+from service.settings import Settings
+
+from .conftest import SQL
+
+Client = TestClient[web.Request, web.Application]
+COUNTERS = ("Connections", "Com_select")
+
+
+async def test_sequential_requests_reuse_one_connection_and_run_one_select_each(
+    client: Client, sql: SQL
+) -> None:
+    await client.get("/acc/")  # the pool is warm after start-up; this proves it serves
+    before = sql.status(*COUNTERS)
+    paths = ["/acc/", "/user/", "/acc/3", "/acc/?limit=2&after=1"] * 25
+    for path in paths:
+        response = await client.get(path)
+        assert response.status == 200
+        await response.read()
+    after = sql.status(*COUNTERS)
+    assert after["Connections"] - before["Connections"] == 0
+    assert after["Com_select"] - before["Com_select"] == len(paths) == 100
+    assert client.app[DATABASE].stats().opened_total == 1
+
+
+async def test_concurrent_requests_stay_within_the_pool(
+    aiohttp_client: Callable[..., Any], make_settings: Callable[..., Settings], sql: SQL
+) -> None:
+    client = await aiohttp_client(create_app(make_settings(DB_POOL_SIZE="4")))
+
+    async def burst() -> None:
+        responses = await asyncio.gather(*(client.get("/user/") for _ in range(100)))
+        for response in responses:
+            assert response.status == 200
+            assert len(await response.json()) == 5
+
+    first = sql.status(*COUNTERS)
+    await burst()
+    second = sql.status(*COUNTERS)
+    await burst()
+    third = sql.status(*COUNTERS)
+    # The first burst may grow the pool up to its maximum, the second opens nothing.
+    assert 0 <= second["Connections"] - first["Connections"] <= 3
+    assert third["Connections"] - second["Connections"] == 0
+    assert third["Com_select"] - first["Com_select"] == 200
+    stats = client.app[DATABASE].stats()
+    assert stats.in_use == 0
+    assert stats.opened_total <= 4
+
+
+async def test_schema_change_after_start_is_a_clean_500(
+    aiohttp_client: Callable[..., Any], make_settings: Callable[..., Settings], sql: SQL
+) -> None:
+    sql("DROP TABLE IF EXISTS shrinking")
+    sql("CREATE TABLE shrinking (id INT PRIMARY KEY, gone_soon VARCHAR(10))")
+    sql("INSERT INTO shrinking VALUES (1, 'x')")
+    try:
+        client = await aiohttp_client(create_app(make_settings(RESOURCES="shrinking")))
+        assert (await client.get("/shrinking/")).status == 200
+        sql("ALTER TABLE shrinking DROP COLUMN gone_soon")
+        response = await client.get("/shrinking/")
+        assert response.status == 500
+        text = await response.text()
+        assert await response.json() == {
+            "error": {"code": "database_error", "message": "the database rejected the query"}
+        }
+        assert "SELECT" not in text
+        assert "gone_soon" not in text
+    finally:
+        sql("DROP TABLE IF EXISTS shrinking")

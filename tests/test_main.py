@@ -1,0 +1,177 @@
+"""The real process: start-up failures exit non-zero with one clear line; a healthy start
+serves and stops cleanly on a signal."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from service.devdb import ServerAddress
+
+from .conftest import SQL, base_env
+
+STARTUP_LIMIT = 30.0
+
+
+@dataclass
+class Exited:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def run_service(env: dict[str, str], timeout: float = STARTUP_LIMIT) -> Exited:
+    """Run `python -m service` to completion (it must exit by itself)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "service"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return Exited(done.returncode, done.stdout, done.stderr)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_missing_setting_exits_2_naming_it(db_server: ServerAddress, db_name: str) -> None:
+    env = base_env(db_server, db_name)
+    env["DB_HOST"] = ""
+    result = run_service(env)
+    assert result.code == 2
+    assert result.stderr.strip().splitlines() == [
+        "cm-api: invalid configuration: DB_HOST: is required "
+        "(MySQL/MariaDB host name or address (required))"
+    ]
+
+
+def test_invalid_setting_exits_2_naming_it(db_server: ServerAddress, db_name: str) -> None:
+    result = run_service({**base_env(db_server, db_name), "DB_POOL_SIZE": "lots"})
+    assert result.code == 2
+    assert "DB_POOL_SIZE: expected an integer from 1 to 1000, got 'lots'" in result.stderr
+
+
+def test_missing_table_exits_1_naming_it(db_server: ServerAddress, db_name: str) -> None:
+    result = run_service({**base_env(db_server, db_name), "RESOURCES": "acc,invoices"})
+    assert result.code == 1
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("cm-api: start-up failed: table 'invoices' does not exist")
+    assert f"{db_server.host}:{db_server.port}" in line
+    assert db_name in line
+
+
+@pytest.fixture
+def password_user(sql: SQL, db_name: str) -> Iterator[tuple[str, str]]:
+    user, password = f"cmapi_t_{uuid.uuid4().hex[:8]}", "right-Pa55word"
+    for host in ("%", "localhost"):
+        sql(f"CREATE USER '{user}'@'{host}' IDENTIFIED BY '{password}'")
+        sql(f"GRANT SELECT ON `{db_name}`.* TO '{user}'@'{host}'")
+    yield user, password
+    for host in ("%", "localhost"):
+        sql(f"DROP USER IF EXISTS '{user}'@'{host}'")
+
+
+def test_wrong_password_exits_1_with_clear_line(
+    db_server: ServerAddress, db_name: str, password_user: tuple[str, str]
+) -> None:
+    user, _ = password_user
+    wrong = "wrong-S3cret-value"
+    env = {
+        **base_env(db_server, db_name),
+        "DB_USER": user,
+        "DB_PASSWORD": wrong,
+        "DB_CONNECT_RETRIES": "5",
+    }
+    started = time.monotonic()
+    result = run_service(env)
+    assert result.code == 1
+    assert time.monotonic() - started < STARTUP_LIMIT
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("cm-api: start-up failed: cannot use MySQL at ")
+    assert "Access denied" in line
+    assert user in line
+    assert wrong not in result.stderr + result.stdout
+
+
+def test_unknown_database_exits_1(db_server: ServerAddress) -> None:
+    result = run_service(base_env(db_server, "cmapi_no_such_database"))
+    assert result.code == 1
+    assert "Unknown database 'cmapi_no_such_database'" in result.stderr
+
+
+def test_unreachable_database_exits_1_after_retries() -> None:
+    port = free_port()
+    env = {
+        **base_env(ServerAddress("127.0.0.1", port, "root"), "x"),
+        "DB_CONNECT_RETRIES": "2",
+        "DB_CONNECT_RETRY_DELAY": "0.2",
+    }
+    result = run_service(env)
+    assert result.code == 1
+    assert f"cannot connect to MySQL at 127.0.0.1:{port}" in result.stderr
+    assert "after 3 attempt(s)" in result.stderr
+    assert result.stdout.count('"database_connect_failed"') == 2
+
+
+def test_serves_and_stops_on_sigterm(
+    db_server: ServerAddress, db_name: str, password_user: tuple[str, str], sql: SQL
+) -> None:
+    user, password = password_user
+    port = free_port()
+    env = {
+        **os.environ,
+        **base_env(db_server, db_name),
+        "DB_USER": user,
+        "DB_PASSWORD": password,
+        "HTTP_HOST": "127.0.0.1",
+        "HTTP_PORT": str(port),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        body = _get_when_up(f"http://127.0.0.1:{port}/acc/", process)
+        assert body.startswith(b'[{"id":1,')
+        held = sql("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = %s", (user,))
+        assert held[0][0] >= 1
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill() if process.poll() is None else None
+    assert process.returncode == 0, stderr
+    assert password not in stdout + stderr
+    left = sql("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = %s", (user,))
+    assert left[0][0] == 0
+
+
+def _get_when_up(url: str, process: subprocess.Popen[str]) -> bytes:
+    deadline = time.monotonic() + STARTUP_LIMIT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"service exited early: {process.communicate()[1]}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (loopback)
+                return bytes(response.read())
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.1)
+    raise AssertionError("service did not come up")

@@ -1,0 +1,172 @@
+"""Settings: defaults, validation that names the variable, secrets kept out of sight, and the
+example file and README table kept in step with the code."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from service.settings import VARIABLES, Secret, SettingsError, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+REQUIRED = {"DB_HOST": "db.example", "DB_USER": "dash", "DB_NAME": "ops"}
+
+
+def test_defaults() -> None:
+    s = load_settings(REQUIRED)
+    assert (s.db_host, s.db_user, s.db_name) == ("db.example", "dash", "ops")
+    assert s.db_port == 3306
+    assert s.db_pool_size == 8
+    assert s.db_pool_min_size == 1
+    assert s.db_password.reveal() == ""
+    assert s.resources == ("acc", "user")
+    assert s.http_port == 8080
+    assert s.log_format == "auto"
+
+
+@pytest.mark.parametrize("name", sorted(REQUIRED))
+@pytest.mark.parametrize("value", [None, "", "   "])
+def test_required_variable_missing(name: str, value: str | None) -> None:
+    env = dict(REQUIRED)
+    if value is None:
+        del env[name]
+    else:
+        env[name] = value
+    with pytest.raises(SettingsError) as err:
+        load_settings(env)
+    assert err.value.variable == name
+    assert str(err.value).startswith(f"{name}: is required")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DB_PORT", "abc"),
+        ("DB_PORT", "0"),
+        ("DB_PORT", "65536"),
+        ("DB_PORT", "33.06"),
+        ("DB_POOL_SIZE", "0"),
+        ("DB_POOL_SIZE", "eight"),
+        ("DB_POOL_MIN_SIZE", "9"),  # above DB_POOL_SIZE (8)
+        ("DB_POOL_MIN_SIZE", "-1"),
+        ("DB_CONNECTION_TIMEOUT", "nan"),
+        ("DB_CONNECTION_TIMEOUT", "-1"),
+        ("DB_CONNECTION_TIMEOUT", "inf"),
+        ("DB_CONNECT_RETRIES", "-1"),
+        ("DB_CONNECT_RETRIES", "1.5"),
+        ("DB_CONNECT_RETRY_DELAY", "soon"),
+        ("DB_POOL_RECYCLE_SECONDS", "0"),
+        ("DB_ACQUIRE_TIMEOUT", "0"),
+        ("DB_QUERY_TIMEOUT", "x"),
+        ("HTTP_PORT", "99999"),
+        ("MAX_PAGE_SIZE", "0"),
+        ("RESOURCES", "acc,us er"),
+        ("RESOURCES", "acc;drop"),
+        ("RESOURCES", "acc,acc"),
+        ("RESOURCES", ","),
+        ("EXPOSE_SECRET_COLUMNS", "password_hash"),
+        ("EXPOSE_SECRET_COLUMNS", "user.pass word"),
+        ("LOG_LEVEL", "verbose"),
+        ("LOG_FORMAT", "xml"),
+        ("DB_HOST", "db example"),
+    ],
+)
+def test_malformed_value_names_the_variable(name: str, value: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        load_settings({**REQUIRED, name: value})
+    assert err.value.variable == name
+    assert str(err.value).startswith(f"{name}: ")
+    assert "expected" in str(err.value) or "twice" in str(err.value)
+
+
+def test_min_size_may_equal_pool_size() -> None:
+    s = load_settings({**REQUIRED, "DB_POOL_SIZE": "3", "DB_POOL_MIN_SIZE": "3"})
+    assert (s.db_pool_size, s.db_pool_min_size) == (3, 3)
+
+
+def test_lists_are_parsed() -> None:
+    s = load_settings(
+        {**REQUIRED, "RESOURCES": " acc , user,orders ", "EXPOSE_SECRET_COLUMNS": "user.salt, a.b"}
+    )
+    assert s.resources == ("acc", "user", "orders")
+    assert s.expose_secret_columns == {("user", "salt"), ("a", "b")}
+
+
+def test_password_never_shows(tmp_path: Path) -> None:
+    s = load_settings({**REQUIRED, "DB_PASSWORD": "hunter2-Sup3r"})
+    assert s.db_password.reveal() == "hunter2-Sup3r"
+    for text in (repr(s), str(s), repr(s.public()), str(s.db_password)):
+        assert "hunter2" not in text
+    assert "db_password" not in s.public()
+
+
+def test_password_file(tmp_path: Path) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("from-a-file \n", encoding="utf-8")
+    s = load_settings({**REQUIRED, "DB_PASSWORD_FILE": str(secret)})
+    assert s.db_password == Secret("from-a-file ")
+
+
+def test_password_file_missing(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError) as err:
+        load_settings({**REQUIRED, "DB_PASSWORD_FILE": str(tmp_path / "absent")})
+    assert err.value.variable == "DB_PASSWORD_FILE"
+    assert "cannot read" in str(err.value)
+
+
+def test_password_and_password_file_exclude_each_other(tmp_path: Path) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("x", encoding="utf-8")
+    with pytest.raises(SettingsError) as err:
+        load_settings({**REQUIRED, "DB_PASSWORD": "p4ss", "DB_PASSWORD_FILE": str(secret)})
+    assert err.value.variable == "DB_PASSWORD_FILE"
+    assert "p4ss" not in str(err.value)
+
+
+def test_every_variable_is_read() -> None:
+    """Each variable in VARIABLES changes the result when set to another valid value."""
+    base = load_settings(REQUIRED)
+    others = {
+        "DB_HOST": "other", "DB_PORT": "3307", "DB_USER": "u2", "DB_PASSWORD": "p",
+        "DB_NAME": "n2", "DB_CONNECTION_TIMEOUT": "7", "DB_CONNECT_RETRIES": "9",
+        "DB_CONNECT_RETRY_DELAY": "3", "DB_POOL_SIZE": "4", "DB_POOL_MIN_SIZE": "2",
+        "DB_POOL_RECYCLE_SECONDS": "60", "DB_ACQUIRE_TIMEOUT": "1", "DB_QUERY_TIMEOUT": "9",
+        "HTTP_HOST": "127.0.0.1", "HTTP_PORT": "9000", "MAX_PAGE_SIZE": "10",
+        "RESOURCES": "acc", "EXPOSE_SECRET_COLUMNS": "acc.token", "LOG_LEVEL": "debug",
+        "LOG_FORMAT": "json",
+    }  # fmt: skip
+    names = {v.name for v in VARIABLES}
+    assert set(others) | {"DB_PASSWORD_FILE"} == names
+    for name, value in others.items():
+        assert load_settings({**REQUIRED, name: value}) != base, name
+
+
+# -- the documentation of the settings -------------------------------------------------------
+
+
+def test_env_example_matches_settings() -> None:
+    lines = (ROOT / "config" / "cm-api.env.example").read_text(encoding="utf-8").splitlines()
+    documented: dict[str, tuple[str, str]] = {}
+    for previous, line in zip(lines, lines[1:], strict=False):
+        match = re.fullmatch(r"#?([A-Z][A-Z0-9_]*)=(.*)", line)
+        if match:
+            name, value = match.groups()
+            assert name not in documented, f"{name} listed twice"
+            documented[name] = (value, previous.removeprefix("# "))
+    assert set(documented) == {v.name for v in VARIABLES}
+    for var in VARIABLES:
+        value, meaning = documented[var.name]
+        assert value == (var.default or ""), var.name
+        assert meaning == var.meaning, var.name
+
+
+def test_readme_configuration_table_matches_settings() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| `([A-Z][A-Z0-9_]*)` \| ([^|]*) \|", readme, re.MULTILINE))
+    assert set(rows) >= {v.name for v in VARIABLES}
+    for var in VARIABLES:
+        shown = rows[var.name].strip().strip("`")
+        expected = "required" if var.default is None else (var.default or "(empty)")
+        assert shown == expected, var.name
