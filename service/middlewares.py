@@ -17,6 +17,7 @@ from .errors import (
     NotFound,
     ServiceError,
 )
+from .keys import SETTINGS
 
 log = structlog.get_logger(__name__)
 
@@ -50,6 +51,16 @@ def error_response(
     return response
 
 
+def _explain(request: web.Request, exc: web.HTTPException) -> str:
+    if isinstance(exc, web.HTTPNotFound):
+        routes = ", ".join(f"/{name}/" for name in request.app[SETTINGS].resources)
+        return f"no such route; the resources are {routes}"
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = " or ".join(sorted(exc.allowed_methods))
+        return f"method {request.method[:16]} is not allowed here; use {allowed}"
+    return exc.reason
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -63,7 +74,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         code = _HTTP_CODES.get(exc.status, f"http_{exc.status}")
-        return error_response(exc.status, code, exc.reason, headers)
+        return error_response(exc.status, code, _explain(request, exc), headers)
     except Exception:
         # Logged with its traceback for the operator; the client learns nothing internal.
         log.exception("unhandled_error", path=request.path, method=request.method)

@@ -81,3 +81,44 @@ async def test_schema_change_after_start_is_a_clean_500(
         assert "gone_soon" not in text
     finally:
         sql("DROP TABLE IF EXISTS shrinking")
+
+
+async def test_query_timeout_is_503_and_the_connection_is_not_reused(
+    aiohttp_client: Callable[..., Any], make_settings: Callable[..., Settings], sql: SQL
+) -> None:
+    client = await aiohttp_client(create_app(make_settings(DB_QUERY_TIMEOUT="0.3")))
+    sql("LOCK TABLES acc WRITE")  # the service's SELECT now waits on the lock
+    try:
+        response = await client.get("/acc/")
+        assert response.status == 503
+        assert response.headers["Retry-After"].isdigit()
+        body = await response.json()
+        assert body["error"]["code"] == "database_unavailable"
+        assert "0.3 s" in body["error"]["message"]
+    finally:
+        sql("UNLOCK TABLES")
+    stats = client.app[DATABASE].stats()
+    assert stats.closed_total == {"timeout": 1}
+    assert stats.in_use == 0
+    response = await client.get("/acc/")
+    assert response.status == 200
+    assert len(await response.json()) == 5
+
+
+async def test_pool_exhausted_is_503(
+    aiohttp_client: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    client = await aiohttp_client(
+        create_app(make_settings(DB_POOL_SIZE="1", DB_ACQUIRE_TIMEOUT="0.2"))
+    )
+    pool = client.app[DATABASE]._pool
+    held = await pool.acquire(5)  # the only connection, as a long request would hold it
+    try:
+        response = await client.get("/user/")
+        assert response.status == 503
+        assert response.headers["Retry-After"].isdigit()
+        assert (await response.json())["error"]["code"] == "database_unavailable"
+        assert pool.stats().acquire_timeouts_total == 1
+    finally:
+        pool.release(held)
+    assert (await client.get("/user/")).status == 200

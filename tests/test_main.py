@@ -170,7 +170,7 @@ def _get_when_up(url: str, process: subprocess.Popen[str]) -> bytes:
         if process.poll() is not None:
             raise AssertionError(f"service exited early: {process.communicate()[1]}")
         try:
-            with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (loopback)
+            with urllib.request.urlopen(url, timeout=5) as response:
                 return bytes(response.read())
         except (urllib.error.URLError, ConnectionError):
             time.sleep(0.1)

@@ -3,6 +3,7 @@ example file and README table kept in step with the code."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
@@ -149,7 +150,7 @@ def test_every_variable_is_read() -> None:
 def test_env_example_matches_settings() -> None:
     lines = (ROOT / "config" / "cm-api.env.example").read_text(encoding="utf-8").splitlines()
     documented: dict[str, tuple[str, str]] = {}
-    for previous, line in zip(lines, lines[1:], strict=False):
+    for previous, line in itertools.pairwise(lines):
         match = re.fullmatch(r"#?([A-Z][A-Z0-9_]*)=(.*)", line)
         if match:
             name, value = match.groups()

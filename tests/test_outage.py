@@ -1,0 +1,66 @@
+"""The database goes away while the service runs: clients get a 503 with a JSON error and
+Retry-After, never an empty list, and the service recovers by itself when the database is back.
+
+Uses a private MariaDB started for this module, so it can really be stopped and restarted."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from service.app import create_app
+from service.devdb import PrivateMariaDB, can_install_packages, create_database
+from service.keys import DATABASE
+from service.settings import load_settings
+
+from .conftest import DEMO_DATA, SCHEMA, base_env
+
+
+@pytest.fixture(scope="module")
+def private_db() -> Iterator[PrivateMariaDB]:
+    server = PrivateMariaDB(allow_install=can_install_packages())
+    server.start()
+    try:
+        create_database(server.address, "cmapi", [SCHEMA, DEMO_DATA])
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_database_stopped_then_back(
+    aiohttp_client: Callable[..., Any], private_db: PrivateMariaDB
+) -> None:
+    settings = load_settings(
+        {**base_env(private_db.address, "cmapi"), "DB_CONNECTION_TIMEOUT": "2"}
+    )
+    client = await aiohttp_client(create_app(settings))
+    assert len(await (await client.get("/acc/")).json()) == 5
+
+    await asyncio.to_thread(private_db.stop_server)
+    for path in ("/acc/", "/acc/1", "/user/?limit=2"):
+        started = time.monotonic()
+        response = await client.get(path)
+        assert response.status == 503, path
+        assert response.headers["Retry-After"].isdigit()
+        body = await response.json()
+        assert body["error"]["code"] == "database_unavailable"
+        assert time.monotonic() - started < 5  # refused connections fail fast, no hang
+
+    await asyncio.to_thread(private_db.start_server)
+    deadline = time.monotonic() + 10
+    status = 0
+    while time.monotonic() < deadline:
+        response = await client.get("/acc/")
+        status = response.status
+        if status == 200:
+            assert len(await response.json()) == 5
+            break
+        await asyncio.sleep(0.2)
+    assert status == 200
+    stats = client.app[DATABASE].stats()
+    assert stats.in_use == 0
+    assert stats.closed_total.get("broken", 0) >= 1  # the connection the restart killed
