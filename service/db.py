@@ -26,6 +26,9 @@ _FATAL_CONNECT_ERRORS: Final = frozenset({1044, 1045, 1049, 1698})
 # Errors that mean the connection (not the statement) failed: MySQL client errors (2xxx) and the
 # server ending the session (shutdown 1053, killed 1927, too many connections 1040).
 _SERVER_GONE_ERRORS: Final = frozenset({1040, 1053, 1077, 1152, 1153, 1156, 1927})
+# The server stopped the statement itself: interrupted (1317), MariaDB max_statement_time
+# (1969), MySQL max_execution_time (3024). A time-out like ours, so also worth a retry.
+_SERVER_TIMEOUT_ERRORS: Final = frozenset({1317, 1969, 3024})
 
 
 @dataclass(frozen=True)
@@ -196,9 +199,13 @@ class Database:
             ) from None
         except (pymysql.err.MySQLError, OSError) as exc:
             code = _error_code(exc)
-            if isinstance(
+            if code in _SERVER_TIMEOUT_ERRORS:
+                discard = "timeout"
+                raise DatabaseUnavailable("the database stopped the query (time limit)") from None
+            lost = isinstance(
                 exc, pymysql.err.InterfaceError | pymysql.err.OperationalError | OSError
-            ) and (code is None or code >= 2000 or code in _SERVER_GONE_ERRORS):
+            )
+            if lost and (code is None or code >= 2000 or code in _SERVER_GONE_ERRORS):
                 discard = "broken"
                 log.warning("database_connection_lost", error=_describe(exc))
                 raise DatabaseUnavailable("the database connection was lost") from None

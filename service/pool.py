@@ -85,7 +85,8 @@ class ConnectionPool:
         self._in_use: dict[Any, float] = {}  # connection -> time it was opened
         self._opening = 0
         self._waiters: deque[asyncio.Future[Any]] = deque()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # opening connections
+        self._quits: set[asyncio.Task[None]] = set()  # closing connections with QUIT
         self._closing = False
         self._drained = asyncio.Event()
         self._opened_total = 0
@@ -133,6 +134,10 @@ class ConnectionPool:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Not cancelled: a task cancelled before its first step never runs `_quit`'s `finally`,
+        # which would leave its socket open. Each QUIT is bounded by `_quit`'s own time-out.
+        if self._quits:
+            await asyncio.gather(*self._quits, return_exceptions=True)
 
     # -- acquire / release ------------------------------------------------------------------
 
@@ -172,6 +177,8 @@ class ConnectionPool:
     def release(self, conn: Any, *, discard: str | None = None) -> None:
         """Give a connection back. `discard` (a reason) closes it instead: use it whenever the
         connection's state is unknown (failed, timed out or cancelled query)."""
+        if self._closing and conn not in self._in_use:
+            return  # closed by `close` after its grace period ("shutdown_forced"): nothing to do
         opened_at = self._in_use.pop(conn)
         if discard is not None or conn.closed:
             self._discard(conn, discard or "broken")
@@ -263,8 +270,8 @@ class ConnectionPool:
         """Send QUIT in the background so the server does not count an aborted client."""
         self._closed_total[reason] += 1
         task = asyncio.get_running_loop().create_task(_quit(conn))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._quits.add(task)
+        task.add_done_callback(self._quits.discard)
 
     async def _close_idle(self, reason: str) -> None:
         while self._idle:

@@ -1,0 +1,398 @@
+"""Database against the real server: start-up errors that name what failed (and never the
+password), fetch, the acquire and query time-outs, server errors, killed connections,
+introspection and the server-side statement time limit."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+
+from service.db import Database
+from service.errors import DatabaseQueryError, DatabaseUnavailable, StartupError
+from service.settings import Settings
+
+from .conftest import SQL
+
+StartDB = Callable[..., Awaitable[Database]]
+
+ACC_COLUMNS = ["id", "name", "status", "balance", "credit_limit", "created_at", "notes"]
+USER_COLUMNS = [
+    "id",
+    "acc_id",
+    "login",
+    "full_name",
+    "email",
+    "role",
+    "password_hash",
+    "last_login",
+    "birthday",
+]
+
+
+@pytest.fixture
+async def start_db(make_settings: Callable[..., Settings]) -> AsyncIterator[StartDB]:
+    """Starts a Database with the given variable overrides; closes every one at the end."""
+    started: list[Database] = []
+
+    async def start(**overrides: str) -> Database:
+        db = Database(make_settings(**overrides))
+        started.append(db)
+        await db.start()
+        return db
+
+    yield start
+    for db in started:
+        await db.close(grace=1)
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (bound once, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.fixture
+def scratch_table(sql: SQL) -> Iterator[str]:
+    """A throw-away table in the test database, dropped at the end."""
+    name = f"scratch_{uuid.uuid4().hex[:10]}"
+    sql(f"CREATE TABLE {name} (id INT NOT NULL, label VARCHAR(20) NULL)")
+    try:
+        yield name
+    finally:
+        sql(f"DROP TABLE IF EXISTS {name}")
+
+
+@pytest.fixture
+def limited_user(sql: SQL, db_name: str) -> Iterator[str]:
+    """A user allowed only to SELECT from the test database, password 'right-password'."""
+    user = f"cmapi_t_{uuid.uuid4().hex[:10]}"
+    sql(f"CREATE USER '{user}'@'%' IDENTIFIED BY 'right-password'")
+    try:
+        sql(f"GRANT SELECT ON `{db_name}`.* TO '{user}'@'%'")
+        yield user
+    finally:
+        sql(f"DROP USER IF EXISTS '{user}'@'%'")
+
+
+async def wait_until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    """Poll `condition` (state outside this process's control) until it holds; fail after
+    `within` seconds. A bound, not a pause: it returns as soon as it holds."""
+    step = 0.01
+    for _ in range(int(within / step)):
+        if condition():
+            return
+        await asyncio.sleep(step)
+    assert condition(), f"not true within {within:g} s"
+
+
+async def connection_id(conn: Any) -> int:
+    async with conn.cursor() as cur:
+        await cur.execute("SELECT CONNECTION_ID()")
+        (value,) = await cur.fetchone()
+    return int(value)
+
+
+def running(sql: SQL, conn_id: int, prefix: str) -> bool:
+    """The server is executing a statement starting with `prefix` on connection `conn_id`."""
+    rows = sql("SELECT INFO FROM information_schema.PROCESSLIST WHERE ID = %s", (conn_id,))
+    return bool(rows) and str(rows[0][0] or "").startswith(prefix)
+
+
+# -- start-up -------------------------------------------------------------------------------
+
+
+async def test_start_against_a_closed_port_retries_then_names_the_server(
+    make_settings: Callable[..., Settings], closed_port: int, db_name: str
+) -> None:
+    db = Database(
+        make_settings(
+            DB_PORT=str(closed_port), DB_CONNECT_RETRIES="2", DB_CONNECT_RETRY_DELAY="0.1"
+        )
+    )
+    started = time.monotonic()
+    try:
+        with pytest.raises(StartupError) as caught:
+            await db.start()
+    finally:
+        await db.close(grace=1)
+    elapsed = time.monotonic() - started
+    message = str(caught.value)
+    assert "after 3 attempt(s)" in message
+    assert f"127.0.0.1:{closed_port}" in message
+    assert repr(db_name) in message
+    assert "2003" in message  # the driver's own code: cannot connect
+    assert 0.2 <= elapsed < 5  # two 0.1 s pauses between three attempts, nothing more
+    assert db.stats().opened_total == 0
+
+
+async def test_start_with_a_wrong_password_fails_at_once_without_showing_it(
+    make_settings: Callable[..., Settings], limited_user: str, db_name: str
+) -> None:
+    db = Database(
+        make_settings(
+            DB_USER=limited_user,
+            DB_PASSWORD="wrong-pass-XYZ",
+            DB_CONNECT_RETRIES="5",
+            DB_CONNECT_RETRY_DELAY="3",
+        )
+    )
+    started = time.monotonic()
+    try:
+        with pytest.raises(StartupError) as caught:
+            await db.start()
+    finally:
+        await db.close(grace=1)
+    assert time.monotonic() - started < 2  # a single retry would have paused 3 s
+    message = str(caught.value)
+    assert "Access denied" in message
+    assert "127.0.0.1:" in message
+    assert repr(db_name) in message
+    assert repr(limited_user) in message
+    assert "wrong-pass-XYZ" not in message
+    assert "wrong-pass-XYZ" not in repr(caught.value)
+    assert caught.value.__cause__ is None
+
+
+async def test_start_with_the_right_password_of_the_same_user_works(
+    limited_user: str, start_db: StartDB
+) -> None:
+    db = await start_db(DB_USER=limited_user, DB_PASSWORD="right-password")
+    assert await db.fetch("SELECT COUNT(*) FROM acc") == [(5,)]
+    assert await db.fetch("SELECT CURRENT_USER()") == [(f"{limited_user}@%",)]
+
+
+async def test_start_with_an_unknown_database_names_it(
+    make_settings: Callable[..., Settings],
+) -> None:
+    missing = f"cmapi_no_such_db_{uuid.uuid4().hex[:10]}"
+    db = Database(
+        make_settings(DB_NAME=missing, DB_CONNECT_RETRIES="5", DB_CONNECT_RETRY_DELAY="3")
+    )
+    started = time.monotonic()
+    try:
+        with pytest.raises(StartupError) as caught:
+            await db.start()
+    finally:
+        await db.close(grace=1)
+    assert time.monotonic() - started < 2  # not retried: no retry creates a database
+    assert repr(missing) in str(caught.value)
+    assert "Unknown database" in str(caught.value)
+
+
+# -- fetch ----------------------------------------------------------------------------------
+
+
+async def test_fetch_returns_rows_with_one_select_each(start_db: StartDB, sql: SQL) -> None:
+    db = await start_db()
+    expected = sql("SELECT id, name FROM acc ORDER BY id")
+    assert len(expected) == 5
+    assert await db.fetch("SELECT id, name FROM acc ORDER BY id") == expected
+    assert await db.fetch("SELECT name FROM acc WHERE id = %s", (3,)) == [("Château Verte SARL",)]
+
+    before = sql.status("Com_select")["Com_select"]
+    for _ in range(20):
+        rows = await db.fetch("SELECT id FROM acc WHERE id > %s ORDER BY id", (2,))
+        assert rows == [(3,), (4,), (5,)]
+    assert sql.status("Com_select")["Com_select"] - before == 20
+    stats = db.stats()
+    assert (stats.opened_total, stats.in_use, stats.idle, stats.closed_total) == (1, 0, 1, {})
+
+
+async def test_fetch_when_the_server_is_unreachable_is_unavailable(
+    make_settings: Callable[..., Settings], closed_port: int
+) -> None:
+    db = Database(make_settings(DB_PORT=str(closed_port), DB_ACQUIRE_TIMEOUT="5"))
+    try:
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailable, match="cannot connect"):
+            await db.fetch("SELECT 1")
+        assert time.monotonic() - started < 2  # the connect error, not the 5 s time-out
+        assert db.stats().connect_errors_total == 1
+    finally:
+        await db.close(grace=1)
+
+
+async def test_fetch_after_close_is_unavailable(start_db: StartDB) -> None:
+    db = await start_db()
+    await db.close(grace=1)
+    with pytest.raises(DatabaseUnavailable, match="shutting down"):
+        await db.fetch("SELECT 1")
+
+
+# -- time-outs ------------------------------------------------------------------------------
+
+
+async def test_query_time_out_discards_the_connection(start_db: StartDB, sql: SQL) -> None:
+    db = await start_db(DB_QUERY_TIMEOUT="0.3")
+    sql("LOCK TABLES acc WRITE")  # the fetch below waits for this lock
+    try:
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailable, match=r"within 0\.3 s"):
+            await db.fetch("SELECT * FROM acc")
+        assert time.monotonic() - started < 2
+        stats = db.stats()
+        assert stats.closed_total == {"timeout": 1}
+        assert (stats.in_use, stats.idle) == (0, 0)
+    finally:
+        sql("UNLOCK TABLES")
+    assert len(await db.fetch("SELECT * FROM acc")) == 5
+    stats = db.stats()
+    assert stats.opened_total == 2  # a fresh connection, not the abandoned one
+    assert stats.closed_total == {"timeout": 1}
+
+
+async def test_acquire_time_out_when_the_pool_is_exhausted(start_db: StartDB) -> None:
+    db = await start_db(DB_POOL_SIZE="1", DB_ACQUIRE_TIMEOUT="0.2")
+    held = await db._pool.acquire(5)
+    try:
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailable, match=r"within 0\.2 s") as caught:
+            await db.fetch("SELECT 1")
+        assert time.monotonic() - started < 2
+        assert "no database connection free" in str(caught.value)
+        assert db.stats().acquire_timeouts_total == 1
+    finally:
+        db._pool.release(held)
+    assert await db.fetch("SELECT 1") == [(1,)]
+    stats = db.stats()
+    assert (stats.opened_total, stats.in_use, stats.closed_total) == (1, 0, {})
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+async def test_server_error_is_a_query_error_without_sql(
+    start_db: StartDB, sql: SQL, scratch_table: str
+) -> None:
+    db = await start_db()
+    statement = f"SELECT id, label FROM {scratch_table}"
+    assert await db.fetch(statement) == []
+    sql(f"DROP TABLE {scratch_table}")
+    with pytest.raises(DatabaseQueryError) as caught:
+        await db.fetch(statement)
+    assert not isinstance(caught.value, DatabaseUnavailable)
+    message = str(caught.value)
+    assert scratch_table not in message
+    assert "SELECT" not in message.upper()
+    stats = db.stats()
+    assert stats.closed_total == {"error": 1}
+    assert (stats.in_use, stats.idle) == (0, 0)
+    assert len(await db.fetch("SELECT id FROM acc")) == 5
+
+
+async def test_connection_killed_between_fetches_fails_the_next_one_only(
+    start_db: StartDB, sql: SQL
+) -> None:
+    db = await start_db(DB_POOL_SIZE="1")
+    [(old_id,)] = await db.fetch("SELECT CONNECTION_ID()")
+    # KILL from the synchronous fixture: the event loop does not run between the KILL and the
+    # next fetch, so the pool cannot have read the EOF yet and hands out the dead connection.
+    # Its query hits the closed socket: 503-style DatabaseUnavailable, connection discarded.
+    sql(f"KILL {old_id}")
+    with pytest.raises(DatabaseUnavailable, match="connection was lost"):
+        await db.fetch("SELECT CONNECTION_ID()")
+    assert db.stats().closed_total == {"broken": 1}
+    [(new_id,)] = await db.fetch("SELECT CONNECTION_ID()")
+    assert new_id != old_id
+    stats = db.stats()
+    assert (stats.opened_total, stats.in_use, stats.idle) == (2, 0, 1)
+    assert stats.closed_total == {"broken": 1}
+
+
+async def test_connection_killed_while_idle_is_replaced_before_the_next_fetch(
+    start_db: StartDB, sql: SQL
+) -> None:
+    db = await start_db(DB_POOL_SIZE="1")
+    conn = await db._pool.acquire(5)
+    old_id = await connection_id(conn)
+    db._pool.release(conn)
+    sql(f"KILL {old_id}")
+    # Once the loop has read the server's EOF, the pool sees the connection is dead on acquire.
+    await wait_until(lambda: conn._reader is None or conn._reader.at_eof())
+    [(new_id,)] = await db.fetch("SELECT CONNECTION_ID()")  # no error reaches the caller
+    assert new_id != old_id
+    stats = db.stats()
+    assert stats.closed_total == {"broken": 1}
+    assert (stats.opened_total, stats.in_use, stats.idle) == (2, 0, 1)
+
+
+async def test_connection_killed_during_a_query_is_unavailable(start_db: StartDB, sql: SQL) -> None:
+    db = await start_db(DB_POOL_SIZE="1")
+    [(old_id,)] = await db.fetch("SELECT CONNECTION_ID()")
+    slow = asyncio.create_task(db.fetch("SELECT SLEEP(3)"))
+    await wait_until(lambda: running(sql, old_id, "SELECT SLEEP"))
+    sql(f"KILL {old_id}")
+    with pytest.raises(DatabaseUnavailable, match="connection was lost"):
+        await asyncio.wait_for(slow, 5)
+    assert db.stats().closed_total == {"broken": 1}
+    [(new_id,)] = await db.fetch("SELECT CONNECTION_ID()")
+    assert new_id != old_id
+    assert db.stats().in_use == 0
+
+
+# -- introspection and the server-side limit ------------------------------------------------
+
+
+async def test_introspect_reads_columns_in_order_and_the_primary_key(
+    start_db: StartDB, sql: SQL, scratch_table: str
+) -> None:
+    db = await start_db()
+    tables = await db.introspect(["acc", "user", "no_such_table", scratch_table])
+    assert sorted(tables) == sorted(["acc", "user", scratch_table])
+    for name, expected in (("acc", ACC_COLUMNS), ("user", USER_COLUMNS)):
+        info = tables[name]
+        assert info.name == name
+        assert [c.name for c in info.columns] == expected
+        in_server = sql(
+            "SELECT COLUMN_NAME FROM information_schema.COLUMNS"
+            " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
+            (name,),
+        )
+        assert [c.name for c in info.columns] == [r[0] for r in in_server]
+        assert info.primary_key == ("id",)
+    acc = {c.name: c for c in tables["acc"].columns}
+    assert (acc["balance"].data_type, acc["balance"].column_type) == ("decimal", "decimal(18,4)")
+    assert (acc["name"].data_type, acc["name"].max_length) == ("varchar", 100)
+    assert acc["id"].max_length is None
+    assert tables[scratch_table].primary_key == ()  # a table without one says so
+
+
+async def test_pooled_connections_carry_the_statement_time_guard(start_db: StartDB) -> None:
+    db = await start_db(DB_QUERY_TIMEOUT="2.5", DB_POOL_SIZE="2", DB_POOL_MIN_SIZE="2")
+    conns = [await db._pool.acquire(5), await db._pool.acquire(5)]
+    try:
+        for conn in conns:
+            async with conn.cursor() as cur:
+                await cur.execute("SELECT @@max_statement_time")
+                (limit,) = await cur.fetchone()
+            assert float(limit) == 3.5
+    finally:
+        for conn in conns:
+            db._pool.release(conn)
+    assert db.stats().opened_total == 2
+
+
+async def test_statement_stopped_by_the_server_is_unavailable(start_db: StartDB) -> None:
+    """The server-side limit (normally DB_QUERY_TIMEOUT + 1, so the client gives up first) is
+    lowered on the pooled connection to make the server itself stop a long statement."""
+    db = await start_db(DB_POOL_SIZE="1")
+    conn = await db._pool.acquire(5)
+    async with conn.cursor() as cur:
+        await cur.execute("SET SESSION max_statement_time = 0.1")
+    db._pool.release(conn)
+    with pytest.raises(DatabaseUnavailable, match="stopped the query"):
+        await db.fetch(
+            "SELECT COUNT(*) FROM information_schema.COLUMNS a, information_schema.COLUMNS b,"
+            " information_schema.COLUMNS c"
+        )
+    assert db.stats().closed_total == {"timeout": 1}
+    assert await db.fetch("SELECT 1") == [(1,)]
