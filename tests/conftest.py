@@ -8,9 +8,11 @@ the run (installed from Debian's packages first when there is none and we are ro
 
 from __future__ import annotations
 
+import asyncio
 import os
+import socket
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +144,25 @@ async def client(
     return await aiohttp_client(app)  # type: ignore[no-any-return]
 
 
-def env_of(settings_env: Mapping[str, str]) -> dict[str, str]:
-    """The current environment plus `settings_env`, for starting the real process."""
-    return {**os.environ, **settings_env}
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (bound once, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.fixture
+def closed_port() -> int:
+    return free_port()
+
+
+async def wait_until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    """Poll `condition` (state outside this process's control, such as a socket's EOF) until it
+    holds; fail after `within` seconds. A bound, not a pause: it returns as soon as it holds."""
+    step = 0.01
+    for _ in range(int(within / step)):
+        if condition():
+            return
+        await asyncio.sleep(step)
+    assert condition(), f"not true within {within:g} s"

@@ -5,7 +5,6 @@ introspection and the server-side statement time limit."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -17,7 +16,7 @@ from service.db import Database
 from service.errors import DatabaseQueryError, DatabaseUnavailable, StartupError
 from service.settings import Settings
 
-from .conftest import SQL
+from .conftest import SQL, wait_until
 
 StartDB = Callable[..., Awaitable[Database]]
 
@@ -52,15 +51,6 @@ async def start_db(make_settings: Callable[..., Settings]) -> AsyncIterator[Star
 
 
 @pytest.fixture
-def closed_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (bound once, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-@pytest.fixture
 def scratch_table(sql: SQL) -> Iterator[str]:
     """A throw-away table in the test database, dropped at the end."""
     name = f"scratch_{uuid.uuid4().hex[:10]}"
@@ -81,17 +71,6 @@ def limited_user(sql: SQL, db_name: str) -> Iterator[str]:
         yield user
     finally:
         sql(f"DROP USER IF EXISTS '{user}'@'%'")
-
-
-async def wait_until(condition: Callable[[], bool], within: float = 5.0) -> None:
-    """Poll `condition` (state outside this process's control) until it holds; fail after
-    `within` seconds. A bound, not a pause: it returns as soon as it holds."""
-    step = 0.01
-    for _ in range(int(within / step)):
-        if condition():
-            return
-        await asyncio.sleep(step)
-    assert condition(), f"not true within {within:g} s"
 
 
 async def connection_id(conn: Any) -> int:

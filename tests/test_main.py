@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ import pytest
 
 from service.devdb import ServerAddress
 
-from .conftest import SQL, base_env
+from .conftest import SQL, base_env, free_port
 
 STARTUP_LIMIT = 30.0
 
@@ -42,12 +41,6 @@ def run_service(env: dict[str, str], timeout: float = STARTUP_LIMIT) -> Exited:
         check=False,
     )
     return Exited(done.returncode, done.stdout, done.stderr)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_missing_setting_exits_2_naming_it(db_server: ServerAddress, db_name: str) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,7 +20,7 @@ from service.db import Database
 from service.pool import AcquireTimeout, ConnectFn, ConnectionPool, PoolClosed
 from service.settings import Settings
 
-from .conftest import SQL
+from .conftest import SQL, wait_until
 
 LONG = 3600.0  # a max_lifetime no test reaches
 
@@ -30,26 +29,6 @@ LONG = 3600.0  # a max_lifetime no test reaches
 def connect(settings: Settings) -> ConnectFn:
     """Opens a real connection to the test database, exactly as the service does."""
     return Database(settings)._connect
-
-
-@pytest.fixture
-def closed_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (bound once, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-async def wait_until(condition: Callable[[], bool], within: float = 5.0) -> None:
-    """Poll `condition` (state outside this process's control, such as a socket's EOF) until it
-    holds; fail after `within` seconds. A bound, not a pause: it returns as soon as it holds."""
-    step = 0.01
-    for _ in range(int(within / step)):
-        if condition():
-            return
-        await asyncio.sleep(step)
-    assert condition(), f"not true within {within:g} s"
 
 
 async def query(conn: Any, statement: str) -> list[tuple[Any, ...]]:
