@@ -11,7 +11,6 @@ directory, and Oracle MySQL 8 no longer ships that script.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
@@ -21,7 +20,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -50,8 +49,8 @@ _POLL_INTERVAL = 0.05
 
 # Both mariadb-install-db and mariadbd get these, so the data directory is created with the same
 # settings it is later run with. Small buffers make initialisation and start-up take about a
-# second; the development and test data fit many times over. utf8mb4 by default because the
-# server's own default (latin1) would mangle the demo data's non-ASCII text.
+# second; the development and test data fit many times over. utf8mb4 as the server default so a
+# database created without a character set still holds any text (MariaDB's default is latin1).
 _SERVER_OPTIONS = (
     "--innodb-buffer-pool-size=32M",
     "--innodb-log-file-size=8M",
@@ -276,7 +275,7 @@ class PrivateMariaDB:
         except BaseException as err:
             # The script runs mariadbd in bootstrap mode as its child: killing only the script
             # would leave that server running.
-            with contextlib.suppress(ProcessLookupError):
+            with suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
             if isinstance(err, subprocess.TimeoutExpired):
