@@ -155,7 +155,9 @@ class Settings:
     def public(self) -> dict[str, object]:
         """Every setting except the password, for the start-up log line."""
         return {
-            name: value for name, value in self.__dict__.items() if not isinstance(value, Secret)
+            name: sorted(f"{t}.{c}" for t, c in value) if isinstance(value, frozenset) else value
+            for name, value in self.__dict__.items()
+            if not isinstance(value, Secret)
         }
 
 

@@ -93,6 +93,7 @@ def test_lists_are_parsed() -> None:
     )
     assert s.resources == ("acc", "user", "orders")
     assert s.expose_secret_columns == {("user", "salt"), ("a", "b")}
+    assert s.public()["expose_secret_columns"] == ["a.b", "user.salt"]
 
 
 def test_password_never_shows(tmp_path: Path) -> None:
