@@ -3,6 +3,7 @@ serves and stops cleanly on a signal."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -52,6 +54,16 @@ def test_missing_setting_exits_2_naming_it(db_server: ServerAddress, db_name: st
         "cm-api: invalid configuration: DB_HOST: is required "
         "(MySQL/MariaDB host name or address (required))"
     ]
+
+
+def test_console_script_is_the_same_entry_point(db_server: ServerAddress, db_name: str) -> None:
+    script = Path(sys.executable).with_name("cm-api")
+    env = {**os.environ, **base_env(db_server, db_name), "DB_PORT": "none"}
+    done = subprocess.run(
+        [str(script)], env=env, capture_output=True, text=True, timeout=STARTUP_LIMIT, check=False
+    )
+    assert done.returncode == 2
+    assert "DB_PORT: expected an integer from 1 to 65535, got 'none'" in done.stderr
 
 
 def test_invalid_setting_exits_2_naming_it(db_server: ServerAddress, db_name: str) -> None:
@@ -153,6 +165,8 @@ def test_serves_and_stops_on_sigterm(
         process.kill() if process.poll() is None else None
     assert process.returncode == 0, stderr
     assert password not in stdout + stderr
+    hidden = [json.loads(line) for line in stdout.splitlines() if "columns_hidden" in line]
+    assert [(e["table"], e["columns"]) for e in hidden] == [("user", ["password_hash"])]
     left = sql("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = %s", (user,))
     assert left[0][0] == 0
 
