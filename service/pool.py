@@ -148,10 +148,13 @@ class ConnectionPool:
         """
         if self._closing:
             raise PoolClosed("the pool is closing")
+        deadline = asyncio.timeout(timeout)
         try:
-            async with asyncio.timeout(timeout):
+            async with deadline:
                 return await self._acquire()
         except TimeoutError:
+            if not deadline.expired():
+                raise  # a connection attempt timed out (handed to us), not our wait
             self._acquire_timeouts_total += 1
             raise AcquireTimeout(f"no database connection free within {timeout:g} s") from None
 

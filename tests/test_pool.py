@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -206,6 +207,30 @@ async def test_connect_errors_reach_every_waiter_promptly(
         )
     finally:
         await pool.close(grace=1)
+
+
+async def test_a_silent_server_times_the_handshake_out(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """A peer that accepts TCP connections and never speaks (a real listening socket that
+    nobody serves) must not hang the pool: the handshake is bounded by DB_CONNECTION_TIMEOUT,
+    and that is reported as a connect error, not as the acquirer's own time-out."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        connect = Database(make_settings(DB_PORT=str(port), DB_CONNECTION_TIMEOUT="0.3"))._connect
+        pool = ConnectionPool(connect, min_size=0, max_size=1, max_lifetime=LONG)
+        try:
+            started = time.monotonic()
+            with pytest.raises(TimeoutError):
+                await pool.acquire(timeout=5)
+            assert time.monotonic() - started < 2.5
+            stats = pool.stats()
+            assert (stats.connect_errors_total, stats.acquire_timeouts_total) == (1, 0)
+            assert (stats.opening, stats.pending, stats.in_use) == (0, 0, 0)
+        finally:
+            await pool.close(grace=1)
 
 
 # -- cancellation -----------------------------------------------------------------------------
