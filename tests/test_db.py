@@ -73,6 +73,17 @@ def limited_user(sql: SQL, db_name: str) -> Iterator[str]:
         sql(f"DROP USER IF EXISTS '{user}'@'%'")
 
 
+async def failed_start(db: Database) -> tuple[StartupError, float]:
+    """Start `db`, which must fail; the error and the seconds it took."""
+    started = time.monotonic()
+    try:
+        with pytest.raises(StartupError) as caught:
+            await db.start()
+    finally:
+        await db.close(grace=1)
+    return caught.value, time.monotonic() - started
+
+
 async def connection_id(conn: Any) -> int:
     async with conn.cursor() as cur:
         await cur.execute("SELECT CONNECTION_ID()")
@@ -97,14 +108,8 @@ async def test_start_against_a_closed_port_retries_then_names_the_server(
             DB_PORT=str(closed_port), DB_CONNECT_RETRIES="2", DB_CONNECT_RETRY_DELAY="0.1"
         )
     )
-    started = time.monotonic()
-    try:
-        with pytest.raises(StartupError) as caught:
-            await db.start()
-    finally:
-        await db.close(grace=1)
-    elapsed = time.monotonic() - started
-    message = str(caught.value)
+    error, elapsed = await failed_start(db)
+    message = str(error)
     assert "after 3 attempt(s)" in message
     assert f"127.0.0.1:{closed_port}" in message
     assert repr(db_name) in message
@@ -124,21 +129,16 @@ async def test_start_with_a_wrong_password_fails_at_once_without_showing_it(
             DB_CONNECT_RETRY_DELAY="3",
         )
     )
-    started = time.monotonic()
-    try:
-        with pytest.raises(StartupError) as caught:
-            await db.start()
-    finally:
-        await db.close(grace=1)
-    assert time.monotonic() - started < 2  # a single retry would have paused 3 s
-    message = str(caught.value)
+    error, elapsed = await failed_start(db)
+    assert elapsed < 2  # a single retry would have paused 3 s
+    message = str(error)
     assert "Access denied" in message
     assert "127.0.0.1:" in message
     assert repr(db_name) in message
     assert repr(limited_user) in message
     assert "wrong-pass-XYZ" not in message
-    assert "wrong-pass-XYZ" not in repr(caught.value)
-    assert caught.value.__cause__ is None
+    assert "wrong-pass-XYZ" not in repr(error)
+    assert error.__cause__ is None
 
 
 async def test_start_with_the_right_password_of_the_same_user_works(
@@ -156,15 +156,10 @@ async def test_start_with_an_unknown_database_names_it(
     db = Database(
         make_settings(DB_NAME=missing, DB_CONNECT_RETRIES="5", DB_CONNECT_RETRY_DELAY="3")
     )
-    started = time.monotonic()
-    try:
-        with pytest.raises(StartupError) as caught:
-            await db.start()
-    finally:
-        await db.close(grace=1)
-    assert time.monotonic() - started < 2  # not retried: no retry creates a database
-    assert repr(missing) in str(caught.value)
-    assert "Unknown database" in str(caught.value)
+    error, elapsed = await failed_start(db)
+    assert elapsed < 2  # not retried: no retry creates a database
+    assert repr(missing) in str(error)
+    assert "Unknown database" in str(error)
 
 
 # -- fetch ----------------------------------------------------------------------------------
