@@ -200,14 +200,7 @@ class PrivateMariaDB:
             f"--bind-address={_HOST}",
             *_SERVER_OPTIONS,
         ]
-        with (workdir / "mariadbd.log").open("ab") as server_log:
-            self._process = subprocess.Popen(  # noqa: S603 - our own argument list, no shell
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=server_log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self._process = _spawn(command, workdir / "mariadbd.log", append=True)
         try:
             self._wait_until_ready(self._process)
         except BaseException:
@@ -262,14 +255,7 @@ class PrivateMariaDB:
             "--skip-test-db",
             *_SERVER_OPTIONS,
         ]
-        with install_log.open("wb") as out:
-            process = subprocess.Popen(  # noqa: S603 - our own argument list, no shell
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        process = _spawn(command, install_log, append=False)
         try:
             code = process.wait(timeout=self._startup_timeout)
         except BaseException as err:
@@ -401,6 +387,19 @@ def _short_temp_root() -> str | None:
     if len(tempfile.gettempdir()) <= _MAX_TEMP_ROOT_LEN:
         return None
     return "/tmp"  # noqa: S108
+
+
+def _spawn(command: list[str], log_path: Path, *, append: bool) -> subprocess.Popen[bytes]:
+    """Start a server-side program with its output in `log_path`, in its own session so a
+    Ctrl-C in the terminal reaches only our process (which then stops it in order)."""
+    with log_path.open("ab" if append else "wb") as log_file:
+        return subprocess.Popen(  # noqa: S603 - our own argument list, no shell
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def _free_port() -> int:

@@ -116,10 +116,8 @@ class ConnectionPool:
         """Stop handing out connections, wait up to `grace` seconds for the ones in use to come
         back, then close everything (QUIT for idle ones, an abrupt close for stragglers)."""
         self._closing = True
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_exception(PoolClosed("the pool is closing"))
+        while (waiter := self._next_waiter()) is not None:
+            waiter.set_exception(PoolClosed("the pool is closing"))
         await self._close_idle("shutdown")
         if self._in_use:
             self._drained.clear()
@@ -212,15 +210,13 @@ class ConnectionPool:
 
     def _offer(self, conn: Any, opened_at: float) -> None:
         """Hand a free connection to the oldest waiter, or keep it idle."""
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                # Counted as in use from now on, so the pool never opens past its maximum
-                # while the waiter has not resumed yet.
-                self._in_use[conn] = opened_at
-                waiter.set_result(conn)
-                return
-        if self._closing:
+        waiter = self._next_waiter()
+        if waiter is not None:
+            # Counted as in use from now on, so the pool never opens past its maximum while
+            # the waiter has not resumed yet.
+            self._in_use[conn] = opened_at
+            waiter.set_result(conn)
+        elif self._closing:
             self._close_gracefully(conn, "shutdown")
         else:
             self._idle.append(_Idle(conn, opened_at))
@@ -228,8 +224,19 @@ class ConnectionPool:
     def _size(self) -> int:
         return len(self._in_use) + len(self._idle) + self._opening
 
+    def _pending(self) -> int:
+        return sum(1 for w in self._waiters if not w.done())
+
+    def _next_waiter(self) -> asyncio.Future[Any] | None:
+        """Remove and return the oldest waiter still waiting (cancelled ones are dropped)."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                return waiter
+        return None
+
     def _open_for_waiters(self) -> None:
-        pending = sum(1 for w in self._waiters if not w.done())
+        pending = self._pending()
         while not self._closing and self._opening < pending and self._size() < self._max:
             self._opening += 1
             task = asyncio.get_running_loop().create_task(self._open_one())
@@ -239,27 +246,22 @@ class ConnectionPool:
     async def _open_one(self) -> None:
         try:
             conn = await self._connect()
-        except asyncio.CancelledError:
-            self._opening -= 1
-            raise
         except Exception as exc:  # any failure to connect is reported to a waiter, not lost
             self._opening -= 1
             self._connect_errors_total += 1
-            self._fail_one_waiter(exc)
+            waiter = self._next_waiter()
+            if waiter is not None:
+                waiter.set_exception(exc)
             # The remaining waiters get their own attempt (and, while the database is down,
             # their own prompt error) instead of sleeping until their time-out.
             self._open_for_waiters()
             return
+        except asyncio.CancelledError:
+            self._opening -= 1
+            raise
         self._opening -= 1
         self._opened_total += 1
         self._offer(conn, self._clock())
-
-    def _fail_one_waiter(self, exc: Exception) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_exception(exc)
-                return
 
     def _forget_waiter(self, waiter: asyncio.Future[Any]) -> None:
         with contextlib.suppress(ValueError):  # already handed over or failed
@@ -287,7 +289,7 @@ class ConnectionPool:
             in_use=len(self._in_use),
             idle=len(self._idle),
             opening=self._opening,
-            pending=sum(1 for w in self._waiters if not w.done()),
+            pending=self._pending(),
             max_size=self._max,
             min_size=self._min,
             opened_total=self._opened_total,

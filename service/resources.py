@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Final
 from urllib.parse import urlencode
 
@@ -52,6 +53,7 @@ class Resource:
     def integer_key(self) -> bool:
         return self.key.data_type in INTEGER_TYPES
 
+    @cached_property
     def _select(self) -> str:
         cols = ", ".join(quote_identifier(c) for c in self.columns)
         return f"SELECT {cols} FROM {quote_identifier(self.table)}"
@@ -59,7 +61,7 @@ class Resource:
     def list_query(self, page: Page) -> tuple[str, tuple[object, ...]]:
         """SQL and arguments for a page; one row more than the limit tells whether more follow."""
         key = quote_identifier(self.key.name)
-        sql = self._select()
+        sql = self._select
         args: list[object] = []
         if page.after is not None:
             sql += f" WHERE {key} > %s"
@@ -71,15 +73,12 @@ class Resource:
         return sql, tuple(args)
 
     def one_query(self, key: int | str) -> tuple[str, tuple[object, ...]]:
-        return f"{self._select()} WHERE {quote_identifier(self.key.name)} = %s", (key,)
+        return f"{self._select} WHERE {quote_identifier(self.key.name)} = %s", (key,)
 
     def parse_key(self, raw: str) -> int | str | None:
         """The typed key value for an id from a URL, or None when no row can have it."""
         if self.integer_key:
-            if not _INTEGER_TEXT.fullmatch(raw):
-                return None
-            value = int(raw)
-            return value if _INT_MIN <= value <= _UINT_MAX else None
+            return _integer_key(raw)
         limit = self.key.max_length or _MAX_TEXT_KEY
         return raw if 0 < len(raw) <= limit else None
 
@@ -106,9 +105,9 @@ class Resource:
         if "after" in seen:
             raw = seen["after"]
             if self.integer_key:
-                if not _INTEGER_TEXT.fullmatch(raw) or not _INT_MIN <= int(raw) <= _UINT_MAX:
+                after = _integer_key(raw)
+                if after is None:
                     raise BadRequest(f"after must be an integer key, got {raw[:32]!r}")
-                after = int(raw)
             else:
                 if not 0 < len(raw) <= _MAX_TEXT_KEY:
                     raise BadRequest(f"after must be 1 to {_MAX_TEXT_KEY} characters")
@@ -122,6 +121,15 @@ class Resource:
         last = rows[page.limit - 1][self.key.name]
         query = urlencode({"after": _key_text(last), "limit": page.limit})
         return f'<{path}?{query}>; rel="next"'
+
+
+def _integer_key(raw: str) -> int | None:
+    """The integer in `raw` when it is plain decimal within MySQL's integer range, else None.
+    (int() alone would also take "+5", " 5", "5_0" and non-ASCII digits.)"""
+    if not _INTEGER_TEXT.fullmatch(raw):
+        return None
+    value = int(raw)
+    return value if _INT_MIN <= value <= _UINT_MAX else None
 
 
 def _key_text(value: object) -> str:

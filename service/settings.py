@@ -176,9 +176,6 @@ class _Reader:
             return var.default
         return value.strip()
 
-    def text(self, name: str) -> str:
-        return self.raw(name)
-
     def integer(self, name: str, low: int, high: int) -> int:
         return self._bounded(name, low, high, int, "an integer")
 
@@ -254,15 +251,15 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     """Validate every variable; raise SettingsError naming the first bad one."""
     r = _Reader(env)
     pool_size = r.integer("DB_POOL_SIZE", 1, 1000)
-    host = r.text("DB_HOST")
+    host = r.raw("DB_HOST")
     if any(c.isspace() for c in host):
         raise SettingsError("DB_HOST", f"expected a host name or address, got {host!r}")
     return Settings(
         db_host=host,
         db_port=r.integer("DB_PORT", 1, 65535),
-        db_user=r.text("DB_USER"),
+        db_user=r.raw("DB_USER"),
         db_password=_password(env),
-        db_name=r.text("DB_NAME"),
+        db_name=r.raw("DB_NAME"),
         db_connection_timeout=r.number("DB_CONNECTION_TIMEOUT", 0.1, 300),
         db_connect_retries=r.integer("DB_CONNECT_RETRIES", 0, 1000),
         db_connect_retry_delay=r.number("DB_CONNECT_RETRY_DELAY", 0, 300),
@@ -271,7 +268,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         db_pool_recycle_seconds=r.number("DB_POOL_RECYCLE_SECONDS", 1, 86400 * 7),
         db_acquire_timeout=r.number("DB_ACQUIRE_TIMEOUT", 0.01, 300),
         db_query_timeout=r.number("DB_QUERY_TIMEOUT", 0.01, 3600),
-        http_host=r.text("HTTP_HOST"),
+        http_host=r.raw("HTTP_HOST"),
         http_port=r.integer("HTTP_PORT", 1, 65535),
         max_page_size=r.integer("MAX_PAGE_SIZE", 1, 100_000),
         resources=_names(r, "RESOURCES"),
