@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
+from .cache import ReadThroughCache
 from .db import Database
 from .errors import DatabaseQueryError, DatabaseUnavailable, StartupError
 from .handlers import ResourceHandlers
-from .keys import CATALOG, DATABASE, SETTINGS
+from .keys import CACHE, CATALOG, DATABASE, SETTINGS
 from .middlewares import error_middleware
 from .resources import build_catalog
 from .settings import Settings
@@ -48,11 +49,29 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     await db.close(POOL_CLOSE_GRACE)
 
 
+async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The response cache; loads still running at shutdown are cancelled before the pool
+    closes (this context is cleaned up before database_ctx)."""
+    settings = app[SETTINGS]
+    cache = ReadThroughCache(
+        ttl=settings.cache_ttl_seconds,
+        stale_while_revalidate=settings.cache_stale_while_revalidate_seconds,
+        stale_if_error=settings.cache_stale_if_error_seconds,
+        max_bytes=settings.cache_max_bytes,
+        # Only "cannot answer now" errors: a missing row is an answer, not an outage.
+        failure_types=(DatabaseUnavailable, DatabaseQueryError),
+    )
+    app[CACHE] = cache
+    yield
+    await cache.close()
+
+
 def create_app(settings: Settings) -> web.Application:
     # Requests carry no body: a small limit rejects anything bigger with 413 early.
     app = web.Application(middlewares=[error_middleware], client_max_size=64 * 1024)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(database_ctx)
+    app.cleanup_ctx.append(cache_ctx)
     for name in settings.resources:
         handlers = ResourceHandlers(name)
         app.router.add_get(f"/{name}", handlers.list)

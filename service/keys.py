@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from .cache import ReadThroughCache
     from .db import Database
     from .resources import Catalog
     from .settings import Settings
@@ -18,3 +19,4 @@ if TYPE_CHECKING:
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 DATABASE: web.AppKey[Database] = web.AppKey("database")
 CATALOG: web.AppKey[Catalog] = web.AppKey("catalog")
+CACHE: web.AppKey[ReadThroughCache] = web.AppKey("cache")

@@ -116,6 +116,29 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         "comma-separated table.column names served although they look secret "
         "(password, passwd, secret, token, salt, hash, api_key)",
     ),
+    Variable(
+        "CACHE_TTL_SECONDS",
+        "5",
+        "seconds a loaded answer is served without asking the database; 0 stores nothing "
+        "(concurrent identical requests still share one query)",
+    ),
+    Variable(
+        "CACHE_STALE_WHILE_REVALIDATE_SECONDS",
+        "10",
+        "after the TTL, seconds an answer is still served at once while one background query "
+        "refreshes it; answers are at most TTL + this old while the database is healthy",
+    ),
+    Variable(
+        "CACHE_STALE_IF_ERROR_SECONDS",
+        "300",
+        "after the TTL, seconds the last good answer is served (X-Cache: STALE) while the "
+        "database fails; past that, 503",
+    ),
+    Variable(
+        "CACHE_MAX_BYTES",
+        "67108864",
+        "bytes of cached bodies (plain and gzip) kept in memory; least recently stored go first",
+    ),
     Variable("LOG_LEVEL", "info", "debug, info, warning or error"),
     Variable(
         "LOG_FORMAT",
@@ -149,6 +172,10 @@ class Settings:
     max_page_size: int
     resources: tuple[str, ...]
     expose_secret_columns: frozenset[tuple[str, str]]
+    cache_ttl_seconds: float
+    cache_stale_while_revalidate_seconds: float
+    cache_stale_if_error_seconds: float
+    cache_max_bytes: int
     log_level: str
     log_format: str
 
@@ -273,6 +300,12 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         max_page_size=r.integer("MAX_PAGE_SIZE", 1, 100_000),
         resources=_names(r, "RESOURCES"),
         expose_secret_columns=_qualified_columns(r, "EXPOSE_SECRET_COLUMNS"),
+        cache_ttl_seconds=r.number("CACHE_TTL_SECONDS", 0, 86400),
+        cache_stale_while_revalidate_seconds=r.number(
+            "CACHE_STALE_WHILE_REVALIDATE_SECONDS", 0, 86400
+        ),
+        cache_stale_if_error_seconds=r.number("CACHE_STALE_IF_ERROR_SECONDS", 0, 7 * 86400),
+        cache_max_bytes=r.integer("CACHE_MAX_BYTES", 0, 2**40),
         log_level=r.choice("LOG_LEVEL", LOG_LEVELS),
         log_format=r.choice("LOG_FORMAT", LOG_FORMATS),
     )

@@ -34,9 +34,9 @@ def private_db() -> Iterator[PrivateMariaDB]:
 async def test_database_stopped_then_back(
     aiohttp_client: Callable[..., Any], private_db: PrivateMariaDB
 ) -> None:
-    settings = load_settings(
-        {**base_env(private_db.address, "cmapi"), "DB_CONNECTION_TIMEOUT": "2"}
-    )
+    env = base_env(private_db.address, "cmapi")
+    # Storage off: this test is about the uncached path.
+    settings = load_settings({**env, "DB_CONNECTION_TIMEOUT": "2", "CACHE_TTL_SECONDS": "0"})
     client = await aiohttp_client(create_app(settings))
     assert len(await (await client.get("/acc/")).json()) == 5
 
@@ -64,3 +64,45 @@ async def test_database_stopped_then_back(
     stats = client.app[DATABASE].stats()
     assert stats.in_use == 0
     assert stats.closed_total.get("broken", 0) >= 1  # the connection the restart killed
+
+
+async def test_cached_answers_outlive_the_database_for_the_stale_if_error_window(
+    aiohttp_client: Callable[..., Any], private_db: PrivateMariaDB
+) -> None:
+    env = base_env(private_db.address, "cmapi")
+    settings = load_settings(
+        {
+            **env,
+            "DB_CONNECTION_TIMEOUT": "2",
+            "CACHE_TTL_SECONDS": "0.2",
+            "CACHE_STALE_WHILE_REVALIDATE_SECONDS": "0",
+            "CACHE_STALE_IF_ERROR_SECONDS": "1",
+        }
+    )
+    client = await aiohttp_client(create_app(settings))
+    fresh = await client.get("/acc/")
+    assert fresh.headers["X-Cache"] == "MISS"
+    body = await fresh.read()
+
+    await asyncio.to_thread(private_db.stop_server)
+    try:
+        loaded = time.monotonic()
+        await asyncio.sleep(0.3)  # past the TTL: the next request tries the database
+        stale = await client.get("/acc/")
+        assert stale.status == 200
+        assert stale.headers["X-Cache"] == "STALE"
+        assert "detail=stale-if-error" in stale.headers["Cache-Status"]
+        assert stale.headers["ETag"] == fresh.headers["ETag"]
+        assert await stale.read() == body
+
+        uncached = await client.get("/user/")
+        assert uncached.status == 503
+        assert (await uncached.json())["error"]["code"] == "database_unavailable"
+
+        # Past TTL + stale-if-error the old answer is no longer good enough.
+        await asyncio.sleep(max(0.0, loaded + 1.3 - time.monotonic()))
+        expired = await client.get("/acc/")
+        assert expired.status == 503
+        assert expired.headers["Retry-After"].isdigit()
+    finally:
+        await asyncio.to_thread(private_db.start_server)

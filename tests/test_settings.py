@@ -69,6 +69,12 @@ def test_required_variable_missing(name: str, value: str | None) -> None:
         ("RESOURCES", ","),
         ("EXPOSE_SECRET_COLUMNS", "password_hash"),
         ("EXPOSE_SECRET_COLUMNS", "user.pass word"),
+        ("CACHE_TTL_SECONDS", "-1"),
+        ("CACHE_TTL_SECONDS", "five"),
+        ("CACHE_STALE_WHILE_REVALIDATE_SECONDS", "nan"),
+        ("CACHE_STALE_IF_ERROR_SECONDS", "-0.5"),
+        ("CACHE_MAX_BYTES", "64MiB"),
+        ("CACHE_MAX_BYTES", "-1"),
         ("LOG_LEVEL", "verbose"),
         ("LOG_FORMAT", "xml"),
         ("DB_HOST", "db example"),
@@ -137,7 +143,8 @@ def test_every_variable_is_read() -> None:
         "DB_POOL_RECYCLE_SECONDS": "60", "DB_ACQUIRE_TIMEOUT": "1", "DB_QUERY_TIMEOUT": "9",
         "HTTP_HOST": "127.0.0.1", "HTTP_PORT": "9000", "MAX_PAGE_SIZE": "10",
         "RESOURCES": "acc", "EXPOSE_SECRET_COLUMNS": "acc.token", "LOG_LEVEL": "debug",
-        "LOG_FORMAT": "json",
+        "LOG_FORMAT": "json", "CACHE_TTL_SECONDS": "0", "CACHE_STALE_WHILE_REVALIDATE_SECONDS": "1",
+        "CACHE_STALE_IF_ERROR_SECONDS": "0.5", "CACHE_MAX_BYTES": "1024",
     }  # fmt: skip
     names = {v.name for v in VARIABLES}
     assert set(others) | {"DB_PASSWORD_FILE"} == names

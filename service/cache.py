@@ -1,0 +1,314 @@
+"""Read-through cache of ready response bodies.
+
+One load per key at a time (single-flight), entries kept as encoded bytes with a strong ETag and
+a gzip copy, stale-while-revalidate and stale-if-error. It knows nothing of HTTP: callers turn a
+`Lookup` into a response. Storage and byte budget are cachetools' TTLCache; the clock is injected.
+
+Ages and windows, measured from the moment the load that produced an entry started:
+  age < ttl                          fresh: served as HIT, no database work
+  ttl <= age < ttl + swr             served as STALE at once while one background load refreshes it
+  age >= ttl + swr                   the request waits for a load (MISS, or COALESCED if one runs)
+  load failed, age < ttl + sie       the entry is served as STALE instead of the error
+So with a healthy database no answer is older than ttl + swr (plus one query time); during an
+outage answers may be up to ttl + sie old, and past that the error reaches the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import enum
+import gzip
+import hashlib
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
+from typing import Final
+
+import structlog
+from cachetools import TTLCache
+
+log = structlog.get_logger(__name__)
+
+# Smaller bodies gain too little from gzip to be worth a second copy.
+GZIP_MIN_BYTES: Final = 1024
+# Compressing more than this at once would stall the event loop for milliseconds; zlib releases
+# the GIL, so a worker thread does it while requests keep being served.
+GZIP_IN_THREAD_BYTES: Final = 256 * 1024
+# Bookkeeping per entry (key, Entry object, cachetools links), charged against the byte budget so
+# that many tiny entries cannot exceed it unseen.
+ENTRY_OVERHEAD_BYTES: Final = 512
+
+
+class Outcome(enum.Enum):
+    HIT = "HIT"  # fresh entry, no load
+    MISS = "MISS"  # this request started the load and waited for it
+    COALESCED = "COALESCED"  # joined a load another request had started
+    STALE = "STALE"  # older than the TTL: revalidating in the background, or a load failed
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """What a loader returns: the encoded body and headers that belong to it (e.g. Link)."""
+
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    body: bytes
+    gzip: bytes | None  # None when the body is small or does not compress
+    tag: str  # strong entity tag of `body`, without quotes; the gzip copy's is tag + "-gzip"
+    headers: tuple[tuple[str, str], ...]
+    loaded_at: float  # clock time the load started: the data is at least this old
+
+    @property
+    def size(self) -> int:
+        return len(self.body) + len(self.gzip or b"") + ENTRY_OVERHEAD_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    entry: Entry
+    outcome: Outcome
+    age: float  # seconds since the entry's load started
+    freshness: float  # seconds of freshness left; negative once stale
+    detail: str = ""  # for STALE: "revalidating" or "stale-if-error"; for MISS: "stored"
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStats:
+    hits: int
+    misses: int
+    coalesced: int
+    stale_revalidating: int
+    stale_if_error: int
+    refreshes: int  # background loads started by stale-while-revalidate
+    load_errors: int
+    evictions: int  # entries dropped to stay within the byte budget
+    oversize: int  # loads served but not stored because they alone exceed the budget
+    entries: int
+    bytes: int
+    max_bytes: int
+    in_flight: int
+
+
+@dataclass(slots=True)
+class _Counters:
+    hits: int = 0
+    misses: int = 0
+    coalesced: int = 0
+    stale_revalidating: int = 0
+    stale_if_error: int = 0
+    refreshes: int = 0
+    load_errors: int = 0
+    oversize: int = 0
+
+
+def _size(entry: Entry) -> int:
+    return entry.size
+
+
+class _Store(TTLCache[Hashable, Entry]):
+    """TTLCache that counts the entries it evicts for room (expiry is not an eviction)."""
+
+    def __init__(self, max_bytes: int, ttl: float, clock: Callable[[], float]) -> None:
+        super().__init__(max_bytes, ttl, timer=clock, getsizeof=_size)
+        self.evictions = 0
+
+    def popitem(self) -> tuple[Hashable, Entry]:
+        item = super().popitem()
+        self.evictions += 1
+        return item
+
+
+Loader = Callable[[], Awaitable[Document]]
+
+
+@dataclass(slots=True)
+class _Failure:
+    error: BaseException
+    at: float
+
+
+class ReadThroughCache:
+    """Serve `Document`s by key, loading each at most once at a time.
+
+    `failure_types` are the loader errors that mean "the source cannot answer now": they are
+    remembered for `retry_interval` seconds (later requests get them without a new load) and make
+    a stored entry servable under stale-if-error. Any other loader error (say, not found) is
+    passed to the waiting requests of that load and forgotten.
+    """
+
+    def __init__(
+        self,
+        *,
+        ttl: float,
+        stale_while_revalidate: float,
+        stale_if_error: float,
+        max_bytes: int,
+        failure_types: tuple[type[Exception], ...] = (Exception,),
+        retry_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl = ttl
+        self.stale_while_revalidate = stale_while_revalidate
+        self.stale_if_error = stale_if_error
+        self.max_bytes = max_bytes
+        self.failure_types = failure_types
+        self.retry_interval = retry_interval
+        self.clock = clock
+        keep = ttl + max(stale_while_revalidate, stale_if_error)
+        self._store = _Store(max(max_bytes, 1), max(keep, 1e-9), clock)
+        self._failures: dict[Hashable, _Failure] = {}
+        self._inflight: dict[Hashable, asyncio.Task[Entry]] = {}
+        self._counters = _Counters()
+
+    @property
+    def storing(self) -> bool:
+        return self.ttl > 0 and self.max_bytes > 0
+
+    async def get(self, key: Hashable, load: Loader) -> Lookup:
+        """The entry for `key`: stored, or loaded by `load` (once, however many ask at once).
+
+        Raises the loader's error when there is nothing acceptable to serve instead."""
+        now = self.clock()
+        entry = self._store.get(key)
+        if entry is not None:
+            age = now - entry.loaded_at
+            if age < self.ttl:
+                self._counters.hits += 1
+                return Lookup(entry, Outcome.HIT, age, self.ttl - age)
+            if age < self.ttl + self.stale_while_revalidate:
+                if key not in self._inflight and self._recent_failure(key, now) is None:
+                    self._counters.refreshes += 1
+                    self._start(key, load, now)
+                self._counters.stale_revalidating += 1
+                return Lookup(entry, Outcome.STALE, age, self.ttl - age, "revalidating")
+        task = self._inflight.get(key)
+        if task is not None:
+            outcome = Outcome.COALESCED
+            self._counters.coalesced += 1
+        else:
+            failure = self._recent_failure(key, now)
+            if failure is not None:
+                stale = self._stale_if_error(key, now)
+                if stale is None:
+                    raise failure.error.with_traceback(None)
+                return stale
+            outcome = Outcome.MISS
+            self._counters.misses += 1
+            task = self._start(key, load, now)
+        try:
+            # A waiter that is cancelled (client gone) leaves the load running for the others.
+            fresh = await asyncio.shield(task)
+        except self.failure_types:
+            stale = self._stale_if_error(key, self.clock())
+            if stale is None:
+                raise
+            return stale
+        age = self.clock() - fresh.loaded_at
+        stored = outcome is Outcome.MISS and self._store.get(key) is fresh
+        detail = "stored" if stored else ""
+        return Lookup(fresh, outcome, age, self.ttl - age, detail)
+
+    def stats(self) -> CacheStats:
+        c = self._counters
+        return CacheStats(
+            hits=c.hits,
+            misses=c.misses,
+            coalesced=c.coalesced,
+            stale_revalidating=c.stale_revalidating,
+            stale_if_error=c.stale_if_error,
+            refreshes=c.refreshes,
+            load_errors=c.load_errors,
+            evictions=self._store.evictions,
+            oversize=c.oversize,
+            entries=len(self._store),
+            bytes=int(self._store.currsize),
+            max_bytes=self.max_bytes,
+            in_flight=len(self._inflight),
+        )
+
+    async def close(self) -> None:
+        """Cancel the loads still running (at shutdown, before the database closes)."""
+        tasks = list(self._inflight.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _recent_failure(self, key: Hashable, now: float) -> _Failure | None:
+        failure = self._failures.get(key)
+        if failure is None:
+            return None
+        if now - failure.at < self.retry_interval:
+            return failure
+        del self._failures[key]
+        return None
+
+    def _stale_if_error(self, key: Hashable, now: float) -> Lookup | None:
+        entry = self._store.get(key)
+        if entry is None:
+            return None
+        age = now - entry.loaded_at
+        if age >= self.ttl + self.stale_if_error:
+            return None
+        self._counters.stale_if_error += 1
+        return Lookup(entry, Outcome.STALE, age, self.ttl - age, "stale-if-error")
+
+    def _start(self, key: Hashable, load: Loader, now: float) -> asyncio.Task[Entry]:
+        task = asyncio.create_task(self._load(key, load, now))
+        self._inflight[key] = task
+
+        def finished(done: asyncio.Task[Entry]) -> None:
+            if self._inflight.get(key) is done:
+                del self._inflight[key]
+            # Marks the error as retrieved even when every waiter has gone away.
+            if not done.cancelled() and done.exception() is not None:
+                log.debug("cache_load_failed", key=repr(key), error=repr(done.exception()))
+
+        task.add_done_callback(finished)
+        return task
+
+    async def _load(self, key: Hashable, load: Loader, started: float) -> Entry:
+        try:
+            document = await load()
+        except self.failure_types as exc:
+            self._counters.load_errors += 1
+            self._failures[key] = _Failure(exc, self.clock())
+            self._forget_old_failures()
+            raise
+        self._failures.pop(key, None)
+        entry = await self._entry(document, started, self._store.get(key))
+        if self.storing:
+            try:
+                self._store[key] = entry
+            except ValueError:  # cachetools: the entry alone is bigger than the whole budget
+                self._counters.oversize += 1
+        return entry
+
+    def _forget_old_failures(self) -> None:
+        # Bounded without a timer: past a few hundred keys, drop those whose interval is over.
+        if len(self._failures) > 256:
+            now = self.clock()
+            for key in [k for k, f in self._failures.items() if now - f.at >= self.retry_interval]:
+                del self._failures[key]
+
+    @staticmethod
+    async def _entry(document: Document, started: float, previous: Entry | None) -> Entry:
+        body = document.body
+        if previous is not None and previous.body == body:
+            # Unchanged data keeps its ETag (polling clients keep getting 304) and its gzip copy.
+            return Entry(body, previous.gzip, previous.tag, document.headers, started)
+        digest = hashlib.blake2b(body, digest_size=16).digest()
+        tag = base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+        compressed: bytes | None = None
+        if len(body) >= GZIP_MIN_BYTES:
+            if len(body) >= GZIP_IN_THREAD_BYTES:
+                compressed = await asyncio.to_thread(gzip.compress, body, 6, mtime=0)
+            else:
+                compressed = gzip.compress(body, 6, mtime=0)
+            if len(compressed) >= len(body):
+                compressed = None
+        return Entry(body, compressed, tag, document.headers, started)

@@ -1,0 +1,88 @@
+"""HTTP responses built from cache lookups: validators and 304, the stored gzip copy, and the
+caching headers (ETag, Cache-Control, Age, Vary, X-Cache and RFC 9211 Cache-Status)."""
+
+from __future__ import annotations
+
+import math
+from typing import Final
+
+from aiohttp import web
+from aiohttp.helpers import ETAG_ANY, ETag
+
+from .cache import Lookup, Outcome
+
+JSON: Final = "application/json"
+CACHE_NAME: Final = "cm-api"  # the cache's name in Cache-Status
+GZIP_SUFFIX: Final = "-gzip"  # a strong ETag differs per content coding (RFC 9110 8.8.3)
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an Accept-Encoding value admits gzip (q-values honoured, `*` included)."""
+    if "gzip" not in accept_encoding and "*" not in accept_encoding:
+        return False
+    gzip_q: float | None = None
+    any_q: float | None = None
+    for item in accept_encoding.lower().split(","):
+        coding, _, params = item.partition(";")
+        q = 1.0
+        for param in params.split(";"):
+            name, _, value = param.partition("=")
+            if name.strip() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        coding = coding.strip()
+        if coding in ("gzip", "x-gzip"):
+            gzip_q = q
+        elif coding == "*":
+            any_q = q
+    if gzip_q is not None:
+        return gzip_q > 0
+    return any_q is not None and any_q > 0
+
+
+def not_modified(if_none_match: tuple[ETag, ...] | None, tag: str) -> bool:
+    """If-None-Match uses the weak comparison: W/"x" matches "x" (RFC 9110 13.1.2)."""
+    if not if_none_match:
+        return False
+    return any(
+        t.value == tag or t.value == ETAG_ANY or t.value == tag + GZIP_SUFFIX
+        for t in if_none_match
+    )
+
+
+def cache_status(lookup: Lookup) -> str:
+    ttl = math.floor(lookup.freshness)
+    outcome = lookup.outcome
+    if outcome is Outcome.HIT:
+        return f"{CACHE_NAME}; hit; ttl={ttl}"
+    if outcome is Outcome.MISS:
+        stored = "; stored" if lookup.detail == "stored" else ""
+        return f"{CACHE_NAME}; fwd=miss; ttl={ttl}{stored}"
+    if outcome is Outcome.COALESCED:
+        return f"{CACHE_NAME}; fwd=miss; ttl={ttl}; collapsed"
+    if lookup.detail == "revalidating":
+        return f"{CACHE_NAME}; hit; ttl={ttl}; detail=revalidating"
+    return f"{CACHE_NAME}; fwd=stale; ttl={ttl}; detail={lookup.detail}"
+
+
+def cached_response(request: web.Request, lookup: Lookup) -> web.Response:
+    entry = lookup.entry
+    gzip = entry.gzip is not None and accepts_gzip(request.headers.get("Accept-Encoding", ""))
+    headers = {
+        "ETag": f'"{entry.tag}{GZIP_SUFFIX}"' if gzip else f'"{entry.tag}"',
+        "Cache-Control": "no-cache",
+        "Vary": "Accept-Encoding",
+        "Age": str(max(0, math.floor(lookup.age))),
+        "X-Cache": lookup.outcome.value,
+        "Cache-Status": cache_status(lookup),
+    }
+    headers.update(entry.headers)
+    if not_modified(request.if_none_match, entry.tag):
+        return web.Response(status=304, headers=headers)
+    headers["Content-Type"] = JSON
+    if gzip:
+        headers["Content-Encoding"] = "gzip"
+        return web.Response(body=entry.gzip, headers=headers)
+    return web.Response(body=entry.body, headers=headers)
