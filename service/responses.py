@@ -46,10 +46,8 @@ def not_modified(if_none_match: tuple[ETag, ...] | None, tag: str) -> bool:
     """If-None-Match uses the weak comparison: W/"x" matches "x" (RFC 9110 13.1.2)."""
     if not if_none_match:
         return False
-    return any(
-        t.value == tag or t.value == ETAG_ANY or t.value == tag + GZIP_SUFFIX
-        for t in if_none_match
-    )
+    accepted = (tag, tag + GZIP_SUFFIX, ETAG_ANY)
+    return any(t.value in accepted for t in if_none_match)
 
 
 def cache_status(lookup: Lookup) -> str:
