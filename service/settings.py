@@ -137,7 +137,7 @@ VARIABLES: Final[tuple[Variable, ...]] = (
     Variable(
         "CACHE_MAX_BYTES",
         "67108864",
-        "bytes of cached bodies (plain and gzip) kept in memory; least recently stored go first",
+        "bytes of cached bodies (plain and gzip) kept in memory; least recently used go first",
     ),
     Variable("LOG_LEVEL", "info", "debug, info, warning or error"),
     Variable(
