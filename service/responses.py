@@ -18,11 +18,12 @@ GZIP_SUFFIX: Final = "-gzip"  # a strong ETag differs per content coding (RFC 91
 
 def accepts_gzip(accept_encoding: str) -> bool:
     """Whether an Accept-Encoding value admits gzip (q-values honoured, `*` included)."""
-    if "gzip" not in accept_encoding and "*" not in accept_encoding:
+    value = accept_encoding.lower()  # content codings are case-insensitive
+    if "gzip" not in value and "*" not in value:
         return False
     gzip_q: float | None = None
     any_q: float | None = None
-    for item in accept_encoding.lower().split(","):
+    for item in value.split(","):
         coding, _, params = item.partition(";")
         q = 1.0
         for param in params.split(";"):
@@ -51,7 +52,9 @@ def not_modified(if_none_match: tuple[ETag, ...] | None, tag: str) -> bool:
 
 
 def cache_status(lookup: Lookup) -> str:
-    ttl = math.floor(lookup.freshness)
+    # Rounded away from zero, so a positive ttl always means fresh and a negative one stale.
+    freshness = lookup.freshness
+    ttl = math.ceil(freshness) if freshness > 0 else math.floor(freshness)
     outcome = lookup.outcome
     if outcome is Outcome.HIT:
         return f"{CACHE_NAME}; hit; ttl={ttl}"
