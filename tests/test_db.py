@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from service.db import Database
+from service.db import FETCH_CHUNK_ROWS, Database
 from service.errors import DatabaseQueryError, DatabaseUnavailable, StartupError
 from service.settings import Settings
 
@@ -172,13 +172,34 @@ async def test_fetch_returns_rows_with_one_select_each(start_db: StartDB, sql: S
     assert await db.fetch("SELECT id, name FROM acc ORDER BY id") == expected
     assert await db.fetch("SELECT name FROM acc WHERE id = %s", (3,)) == [("Château Verte SARL",)]
 
-    before = sql.status("Com_select")["Com_select"]
+    async def selects() -> int:
+        # This session's own count (SHOW is not a SELECT); other clients of the server cannot
+        # blur it. The pool has one connection, asserted below.
+        rows = await db.fetch("SHOW SESSION STATUS LIKE 'Com_select'")
+        return int(rows[0][1])
+
+    before = await selects()
     for _ in range(20):
         rows = await db.fetch("SELECT id FROM acc WHERE id > %s ORDER BY id", (2,))
         assert rows == [(3,), (4,), (5,)]
-    assert sql.status("Com_select")["Com_select"] - before == 20
+    assert await selects() - before == 20
     stats = db.stats()
     assert (stats.opened_total, stats.in_use, stats.idle, stats.closed_total) == (1, 0, 1, {})
+
+
+async def test_fetch_reads_a_result_of_many_chunks_completely(start_db: StartDB) -> None:
+    db = await start_db()
+    count = FETCH_CHUNK_ROWS * 3 + 7  # not a multiple of the chunk size
+    rows = await db.fetch(
+        "WITH RECURSIVE s (n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < %s) "
+        "SELECT n, REPEAT('x', 100) FROM s ORDER BY n",
+        (count,),
+    )
+    assert [r[0] for r in rows] == list(range(1, count + 1))
+    assert all(r[1] == "x" * 100 for r in rows)
+    # The connection was read to the end of the result: it is reused, not discarded.
+    assert await db.fetch("SELECT 1") == [(1,)]
+    assert (db.stats().opened_total, db.stats().closed_total) == (1, {})
 
 
 async def test_fetch_when_the_server_is_unreachable_is_unavailable(
