@@ -7,7 +7,7 @@ No HTTP here. SQL text comes only from `resources.py`, values are always bound p
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -172,10 +172,23 @@ class Database:
         }
 
     async def fetch(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
-        """Run one statement on a pooled connection, bounded by the acquire and query time-outs.
+        """All rows of one statement (see fetch_chunks)."""
+        rows: list[tuple[Any, ...]] = []
+        await self.fetch_chunks(sql, args, rows.extend)
+        return rows
+
+    async def fetch_chunks(
+        self,
+        sql: str,
+        args: Sequence[object],
+        consume: Callable[[list[tuple[Any, ...]]], None],
+    ) -> None:
+        """Run one statement on a pooled connection, bounded by the acquire and query time-outs,
+        handing its rows to `consume` in chunks of FETCH_CHUNK_ROWS.
 
         A connection whose statement did not finish cleanly (time-out, cancellation, protocol
-        or server error) is closed, never returned to the pool in an unknown state.
+        or server error, an error raised by `consume`) is closed, never returned to the pool in
+        an unknown state.
         """
         s = self._settings
         try:
@@ -192,12 +205,10 @@ class Database:
             async with asyncio.timeout(s.db_query_timeout):
                 async with conn.cursor(aiomysql.SSCursor) as cur:
                     await cur.execute(sql, tuple(args))
-                    rows: list[tuple[Any, ...]] = []
                     while chunk := await cur.fetchmany(FETCH_CHUNK_ROWS):
-                        rows.extend(chunk)
+                        consume(chunk)
                         await asyncio.sleep(0)
             discard = None
-            return rows
         except TimeoutError:
             discard = "timeout"
             raise DatabaseUnavailable(
@@ -218,6 +229,9 @@ class Database:
             discard = "error"
             log.error("database_query_failed", error=_describe(exc))
             raise DatabaseQueryError("the database rejected the query") from None
+        except Exception:
+            discard = "error"
+            raise
         finally:
             self._pool.release(conn, discard=discard)
 

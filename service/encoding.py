@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -44,3 +44,30 @@ def rows_to_objects(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> li
 
 def encode(value: Any) -> bytes:
     return orjson.dumps(value, default=_default)
+
+
+class JsonArray:
+    """Rows encoded into one JSON array of objects a chunk at a time, so only one chunk's dicts
+    exist at once. With a `limit`, rows past it are not encoded; `more` tells they existed."""
+
+    def __init__(self, columns: Sequence[str], limit: int | None = None) -> None:
+        self.columns = columns
+        self.limit = limit
+        self.count = 0
+        self.more = False
+        self.last: Mapping[str, Any] | None = None  # the last row encoded
+        self._parts: list[bytes] = []
+
+    def add(self, rows: Sequence[Sequence[Any]]) -> None:
+        if self.limit is not None and self.count + len(rows) > self.limit:
+            self.more = True
+            rows = rows[: self.limit - self.count]
+        if not rows:
+            return
+        objects = rows_to_objects(self.columns, rows)
+        self._parts.append(encode(objects)[1:-1])  # the elements, without the brackets
+        self.count += len(objects)
+        self.last = objects[-1]
+
+    def finish(self) -> bytes:
+        return b"[" + b",".join(self._parts) + b"]"

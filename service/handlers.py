@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from .cache import Document
-from .encoding import encode, rows_to_objects
+from .encoding import JsonArray, encode, rows_to_objects
 from .errors import BadRequest, NotFound
 from .keys import CACHE, CATALOG, DATABASE, SETTINGS
 from .responses import cached_response
@@ -25,11 +25,11 @@ class ResourceHandlers:
 
         async def load() -> Document:
             sql, args = resource.list_query(page)
-            rows = rows_to_objects(resource.columns, await app[DATABASE].fetch(sql, args))
-            link = resource.next_link(page, rows, f"/{self.name}/")
-            if page.limit is not None:
-                del rows[page.limit :]
-            return Document(encode(rows), (("Link", link),) if link is not None else ())
+            rows = JsonArray(resource.columns, page.limit)
+            await app[DATABASE].fetch_chunks(sql, args, rows.add)
+            last = rows.last if rows.more else None
+            link = resource.next_link(page, last, f"/{self.name}/")
+            return Document(rows.finish(), (("Link", link),) if link is not None else ())
 
         lookup = await app[CACHE].get((self.name, "list", page.normalised()), load)
         return cached_response(request, lookup)

@@ -114,12 +114,12 @@ class Resource:
                 after = raw
         return Page(after=after, limit=limit)
 
-    def next_link(self, page: Page, rows: list[dict[str, Any]], path: str) -> str | None:
-        """RFC 8288 `Link` value for the next page, when the query found more than `limit`."""
-        if page.limit is None or len(rows) <= page.limit:
+    def next_link(self, page: Page, last: Mapping[str, Any] | None, path: str) -> str | None:
+        """RFC 8288 `Link` value for the page after the one ending with row `last`, when the
+        query found more rows than the limit (else None is passed)."""
+        if page.limit is None or last is None:
             return None
-        last = rows[page.limit - 1][self.key.name]
-        query = urlencode({"after": _key_text(last), "limit": page.limit})
+        query = urlencode({"after": _key_text(last[self.key.name]), "limit": page.limit})
         return f'<{path}?{query}>; rel="next"'
 
 

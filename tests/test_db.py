@@ -187,6 +187,19 @@ async def test_fetch_returns_rows_with_one_select_each(start_db: StartDB, sql: S
     assert (stats.opened_total, stats.in_use, stats.idle, stats.closed_total) == (1, 0, 1, {})
 
 
+async def test_an_error_while_consuming_rows_discards_the_connection(start_db: StartDB) -> None:
+    db = await start_db()
+
+    def consume(rows: list[tuple[Any, ...]]) -> None:
+        raise ValueError("cannot encode")  # e.g. a value the encoder does not know
+
+    with pytest.raises(ValueError, match="cannot encode"):
+        await db.fetch_chunks("SELECT id FROM acc", (), consume)
+    # Its result was not read to the end: the connection is closed, not reused.
+    assert db.stats().closed_total == {"error": 1}
+    assert await db.fetch("SELECT 1") == [(1,)]
+
+
 async def test_fetch_reads_a_result_of_many_chunks_completely(start_db: StartDB) -> None:
     db = await start_db()
     count = FETCH_CHUNK_ROWS * 3 + 7  # not a multiple of the chunk size

@@ -8,7 +8,7 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from service.encoding import encode, rows_to_objects
+from service.encoding import JsonArray, encode, rows_to_objects
 
 
 @pytest.mark.parametrize(
@@ -41,3 +41,35 @@ def test_unknown_types_are_refused_not_stringified() -> None:
 def test_rows_to_objects_keeps_column_order() -> None:
     objects = rows_to_objects(["b", "a"], [(1, 2), (3, 4)])
     assert encode(objects) == b'[{"b":1,"a":2},{"b":3,"a":4}]'
+
+
+ROWS = [(n, f"name {n}", Decimal(f"{n}.50"), None) for n in range(1, 12)]
+COLUMNS = ["id", "name", "balance", "notes"]
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 5, 11, 20])
+def test_json_array_in_chunks_equals_encoding_all_rows_at_once(chunk: int) -> None:
+    array = JsonArray(COLUMNS)
+    for start in range(0, len(ROWS), chunk):
+        array.add(ROWS[start : start + chunk])
+    assert array.finish() == encode(rows_to_objects(COLUMNS, ROWS))
+    assert (array.count, array.more) == (len(ROWS), False)
+    assert array.last == {"id": 11, "name": "name 11", "balance": Decimal("11.50"), "notes": None}
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 11])
+def test_json_array_stops_at_the_limit_and_says_more_followed(chunk: int) -> None:
+    array = JsonArray(COLUMNS, limit=7)
+    for start in range(0, 8, chunk):  # a limit + 1 query: one row more than the limit
+        array.add(ROWS[start : min(start + chunk, 8)])
+    assert orjson.loads(array.finish()) == orjson.loads(encode(rows_to_objects(COLUMNS, ROWS[:7])))
+    assert (array.count, array.more) == (7, True)
+    assert array.last is not None
+    assert array.last["id"] == 7
+
+
+def test_json_array_of_nothing_is_an_empty_array() -> None:
+    array = JsonArray(COLUMNS, limit=3)
+    array.add([])
+    assert array.finish() == b"[]"
+    assert (array.count, array.more, array.last) == (0, False, None)
