@@ -23,7 +23,7 @@ import hashlib
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 import structlog
 from cachetools import TTLCache
@@ -68,8 +68,7 @@ class Entry:
         return len(self.body) + len(self.gzip or b"") + ENTRY_OVERHEAD_BYTES
 
 
-@dataclass(frozen=True, slots=True)
-class Lookup:
+class Lookup(NamedTuple):  # a tuple: built on every request, so cheap to make
     entry: Entry
     outcome: Outcome
     age: float  # seconds since the entry's load started

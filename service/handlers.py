@@ -9,7 +9,10 @@ from .cache import Document
 from .encoding import JsonArray, encode, rows_to_objects
 from .errors import BadRequest, NotFound
 from .keys import CACHE, CATALOG, DATABASE, SETTINGS
+from .resources import Page
 from .responses import cached_response
+
+WHOLE = Page()
 
 
 class ResourceHandlers:
@@ -17,11 +20,16 @@ class ResourceHandlers:
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self._whole_key = (name, "list", Page().normalised())
 
     async def list(self, request: web.Request) -> web.Response:
         app = request.app
         resource = app[CATALOG][self.name]
-        page = resource.parse_page(request.query.items(), app[SETTINGS].max_page_size)
+        if request.query_string:
+            page = resource.parse_page(request.query.items(), app[SETTINGS].max_page_size)
+            key = (self.name, "list", page.normalised())
+        else:  # the dashboard's own request: skip parsing on the hot path
+            page, key = WHOLE, self._whole_key
 
         async def load() -> Document:
             sql, args = resource.list_query(page)
@@ -31,7 +39,7 @@ class ResourceHandlers:
             link = resource.next_link(page, last, f"/{self.name}/")
             return Document(rows.finish(), (("Link", link),) if link is not None else ())
 
-        lookup = await app[CACHE].get((self.name, "list", page.normalised()), load)
+        lookup = await app[CACHE].get(key, load)
         return cached_response(request, lookup)
 
     async def item(self, request: web.Request) -> web.Response:

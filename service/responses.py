@@ -75,7 +75,7 @@ def cached_response(request: web.Request, lookup: Lookup) -> web.Response:
         "ETag": f'"{entry.tag}{GZIP_SUFFIX}"' if gzip else f'"{entry.tag}"',
         "Cache-Control": "no-cache",
         "Vary": "Accept-Encoding",
-        "Age": str(max(0, math.floor(lookup.age))),
+        "Age": str(int(lookup.age)),  # whole seconds; the clock is monotonic, so age >= 0
         "X-Cache": lookup.outcome.value,
         "Cache-Status": cache_status(lookup),
     }
