@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV := .venv
 
-.PHONY: venv run test
+.PHONY: venv run test bench
 
 venv: $(VENV)/.installed
 
@@ -20,3 +20,6 @@ run: venv
 
 test: venv
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+bench: venv
+	$(VENV)/bin/python -m bench.cache $(BENCH_ARGS)

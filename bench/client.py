@@ -1,0 +1,93 @@
+"""HTTP client pieces shared by the scenarios that drive the service from Python."""
+
+from __future__ import annotations
+
+import gc
+import gzip
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    path: str
+    status: int
+    x_cache: str
+    etag: str | None
+    encoding: str | None
+    body: bytes  # as received (still gzip-compressed when `encoding` is gzip)
+    started: float  # perf_counter at send
+    finished: float  # perf_counter once the whole body was read
+
+    @property
+    def latency(self) -> float:
+        return self.finished - self.started
+
+    def json(self) -> Any:
+        """The decoded body; raises ValueError when it is not JSON."""
+        raw = gzip.decompress(self.body) if self.encoding == "gzip" else self.body
+        return orjson.loads(raw)
+
+    def rows(self) -> int | None:
+        """Rows in a JSON array body, or None when the body is not one."""
+        try:
+            value = self.json()
+        except ValueError:
+            return None
+        return len(value) if isinstance(value, list) else None
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection in this (client) process while timing: a collection of the
+    client's own objects can stall its event loop for tens of milliseconds, which would show up
+    as server latency. Reference counting still frees everything acyclic."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def session(limit: int) -> aiohttp.ClientSession:
+    """A session that hands bodies over as received (no decompression while timing) and opens
+    at most `limit` connections."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=limit, force_close=False),
+        auto_decompress=False,
+        timeout=aiohttp.ClientTimeout(total=60),
+    )
+
+
+async def get(
+    client: aiohttp.ClientSession,
+    url: str,
+    path: str,
+    *,
+    gzip_ok: bool = True,
+    if_none_match: str | None = None,
+) -> Answer:
+    headers = {"Accept-Encoding": "gzip" if gzip_ok else "identity"}
+    if if_none_match is not None:
+        headers["If-None-Match"] = if_none_match
+    started = time.perf_counter()
+    async with client.get(url + path, headers=headers) as resp:
+        body = await resp.read()
+        finished = time.perf_counter()
+        return Answer(
+            path=path,
+            status=resp.status,
+            x_cache=resp.headers.get("X-Cache", "-"),
+            etag=resp.headers.get("ETag"),
+            encoding=resp.headers.get("Content-Encoding"),
+            body=body,
+            started=started,
+            finished=finished,
+        )

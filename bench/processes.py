@@ -1,0 +1,242 @@
+"""Starting, pinning, watching and stopping the processes of a run (the service, the bare app,
+the SQL-counting relay), so that every process a run starts is also stopped by it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, TypeVar
+
+import aiohttp
+
+from service.devdb import ServerAddress
+
+from .sqlcount import read_totals
+
+REPO: Final = Path(__file__).resolve().parent.parent
+# The CPU the servers under test run on; load generators (and the relay) run on the other one.
+SERVER_CPU: Final = 0
+CLIENT_CPU: Final = 1
+READY_TIMEOUT: Final = 30.0
+STOP_TIMEOUT: Final = 15.0
+# A route neither server has: it answers 404 without touching the database or the cache, so
+# polling it says "the app is up" without warming anything.
+PROBE_PATH: Final = "/nope"
+
+
+class ProcessError(RuntimeError):
+    """A process of the run did not start, or died."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def taskset() -> str:
+    found = shutil.which("taskset")
+    if found is None:
+        raise ProcessError("taskset is not installed (package util-linux)")
+    return found
+
+
+def pin_self_to_client_cpu() -> None:
+    """Keep the benchmark's own client work off the servers' CPU."""
+    if CLIENT_CPU in os.sched_getaffinity(0):
+        os.sched_setaffinity(0, {CLIENT_CPU})
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    rss: int  # bytes resident now (VmRSS)
+    peak: int  # bytes resident at most since the process started (VmHWM)
+
+
+class Child:
+    """One process pinned to `cpu`, its output in a log file."""
+
+    def __init__(
+        self, name: str, argv: Sequence[str], env: Mapping[str, str], log: Path, cpu: int
+    ) -> None:
+        self.name = name
+        self.log = log
+        with log.open("wb") as out:
+            # taskset execs the command, so the pid is the process's own (for /proc/<pid>).
+            self.process = subprocess.Popen(
+                [taskset(), "-c", str(cpu), *argv],
+                cwd=REPO,
+                env={**os.environ, **env},
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                # Its own session: a Ctrl-C reaches only the benchmark, which stops it in order.
+                start_new_session=True,
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def check_alive(self) -> None:
+        code = self.process.poll()
+        if code is not None:
+            raise ProcessError(f"{self.name} exited with status {code}" + self.log_tail())
+
+    def memory(self) -> Memory:
+        fields: dict[str, int] = {}
+        status = Path(f"/proc/{self.pid}/status").read_text(encoding="ascii")
+        for line in status.splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                fields[key] = int(value.split()[0]) * 1024  # reported in kB
+        return Memory(rss=fields["VmRSS"], peak=fields["VmHWM"])
+
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time the process (all its threads) has used so far."""
+        stat = Path(f"/proc/{self.pid}/stat").read_text(encoding="ascii")
+        fields = stat.rpartition(")")[2].split()  # fields[0] is field 3 of proc(5), the state
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            return ""
+        tail = "\n    ".join(text[-lines:])
+        return f"; last lines of {self.log}:\n    {tail}" if tail else ""
+
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL after STOP_TIMEOUT; the exit status (None if it was killed)."""
+        process = self.process
+        if process.poll() is not None:
+            return process.returncode
+        process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            return None
+
+
+class Server(Child):
+    """An HTTP server under test on SERVER_CPU, listening on a free port of 127.0.0.1."""
+
+    def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str], log: Path) -> None:
+        self.port = free_port()
+        env = {**env, "HTTP_HOST": "127.0.0.1", "HTTP_PORT": str(self.port)}
+        super().__init__(name, argv, env, log, SERVER_CPU)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def wait_ready(self) -> None:
+        """Poll PROBE_PATH until the server answers at all (404 expected)."""
+        deadline = time.monotonic() + READY_TIMEOUT
+        timeout = aiohttp.ClientTimeout(total=2)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while True:
+                self.check_alive()
+                try:
+                    async with session.get(self.url + PROBE_PATH) as resp:
+                        await resp.read()
+                        return
+                except (aiohttp.ClientError, TimeoutError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise ProcessError(
+                        f"{self.name} did not answer within {READY_TIMEOUT:g} s" + self.log_tail()
+                    )
+                await asyncio.sleep(0.05)
+
+
+class Relay(Child):
+    """The SQL-counting relay (bench.sqlcount) in front of the database, on CLIENT_CPU."""
+
+    def __init__(self, target: ServerAddress, log: Path) -> None:
+        self.address = ServerAddress("127.0.0.1", free_port(), target.user, target.password)
+        self.control_port = free_port()
+        argv = [
+            sys.executable,
+            "-m",
+            "bench.sqlcount",
+            f"--port={self.address.port}",
+            f"--control-port={self.control_port}",
+            f"--target={target.host}:{target.port}",
+        ]
+        super().__init__("SQL-counting relay", argv, {}, log, CLIENT_CPU)
+
+    async def selects(self) -> int:
+        """SELECTs relayed so far."""
+        selects, _ = await read_totals(self.control_port)
+        return selects
+
+    async def wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            self.check_alive()
+            try:
+                await self.selects()
+                return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise ProcessError(f"{self.name} did not start" + self.log_tail())
+            await asyncio.sleep(0.05)
+
+
+C = TypeVar("C", bound=Child)
+
+
+class Processes:
+    """Every process a run starts; `stop_all` in the run's `finally` stops what is left."""
+
+    def __init__(self, logdir: Path) -> None:
+        self.logdir = logdir
+        self._children: list[Child] = []
+
+    def service(self, env: Mapping[str, str], label: str) -> Server:
+        argv = [sys.executable, "-m", "service"]
+        env = {"LOG_LEVEL": "warning", "LOG_FORMAT": "json", **env}
+        return self._add(Server(f"service ({label})", argv, env, self.logdir / f"{label}.log"))
+
+    def bare(self, routes: Mapping[str, Path]) -> Server:
+        argv = [sys.executable, "-m", "bench.bare"]
+        for path, body in routes.items():
+            argv += ["--route", f"{path}={body}"]
+        return self._add(Server("bare app", argv, {}, self.logdir / "bare.log"))
+
+    def relay(self, target: ServerAddress) -> Relay:
+        return self._add(Relay(target, self.logdir / "relay.log"))
+
+    def _add(self, child: C) -> C:
+        self._children.append(child)
+        return child
+
+    def stop(self, child: Child) -> None:
+        code = child.stop()
+        if child in self._children:
+            self._children.remove(child)
+        if code not in (0, -signal.SIGTERM):
+            sys.stderr.write(f"warning: {child.name} stopped with status {code}\n")
+
+    def stop_servers(self) -> None:
+        """Stop the HTTP servers still running (after each scenario); the relay stays."""
+        for child in [c for c in self._children if isinstance(c, Server)]:
+            self.stop(child)
+
+    def stop_all(self) -> None:
+        while self._children:
+            self.stop(self._children[-1])
