@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import os
 import sys
 from collections.abc import Mapping
@@ -37,14 +36,9 @@ def main(env: Mapping[str, str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format)
     log = structlog.get_logger("service")
     log.info("starting", version=__version__, settings=settings.public())
-    app = create_app(settings)
-    # Everything imported so far lives as long as the process: keeping it out of the garbage
-    # collector's generations makes each full collection (triggered by the many rows of a load)
-    # scan only new objects, so it no longer stalls requests for milliseconds.
-    gc.freeze()
     try:
         web.run_app(
-            app,
+            create_app(settings),
             host=settings.http_host,
             port=settings.http_port,
             print=None,
