@@ -1,4 +1,4 @@
-"""Application factory: wires settings, resources opened in cleanup_ctx, middlewares and routes.
+"""Application factory: wires settings, resources opened in cleanup_ctx, and routes.
 It only wires; every piece of behaviour lives in its own module."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from .cache import ReadThroughCache
 from .db import Database
 from .errors import DatabaseQueryError, DatabaseUnavailable, StartupError
 from .handlers import ResourceHandlers
+from .http_errors import add_not_found, add_read_only
 from .keys import CACHE, CATALOG, DATABASE, SETTINGS
-from .middlewares import error_middleware
 from .resources import build_catalog
 from .settings import Settings
 
@@ -68,13 +68,14 @@ async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     # Requests carry no body: a small limit rejects anything bigger with 413 early.
-    app = web.Application(middlewares=[error_middleware], client_max_size=64 * 1024)
+    app = web.Application(client_max_size=64 * 1024)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(cache_ctx)
     for name in settings.resources:
         handlers = ResourceHandlers(name)
-        app.router.add_get(f"/{name}", handlers.list)
-        app.router.add_get(f"/{name}/", handlers.list)
-        app.router.add_get(f"/{name}/{{id}}", handlers.item)
+        add_read_only(app.router, f"/{name}", handlers.list)
+        add_read_only(app.router, f"/{name}/", handlers.list)
+        add_read_only(app.router, f"/{name}/{{id}}", handlers.item)
+    add_not_found(app.router, settings.resources)
     return app
