@@ -127,7 +127,10 @@ class _Store(TTLCache[Hashable, Entry]):
         return item
 
 
-Loader = Callable[[], Awaitable[Document]]
+# Called with background=True for a stale-while-revalidate refresh that no request waits for:
+# such a load should yield to the event loop often, so that the hits it runs beside stay fast.
+# A load that requests wait for (a miss) should rather finish as soon as it can.
+Loader = Callable[[bool], Awaitable[Document]]
 
 
 @dataclass(slots=True)
@@ -187,7 +190,7 @@ class ReadThroughCache:
             if age < self.ttl + self.stale_while_revalidate:
                 if key not in self._inflight and self._recent_failure(key, now) is None:
                     self._counters.refreshes += 1
-                    self._start(key, load, now)
+                    self._start(key, load, now, background=True)
                 self._counters.stale_revalidating += 1
                 return Lookup(entry, Outcome.STALE, age, self.ttl - age, "revalidating")
         task = self._inflight.get(key)
@@ -203,7 +206,7 @@ class ReadThroughCache:
                 return stale
             outcome = Outcome.MISS
             self._counters.misses += 1
-            task = self._start(key, load, now)
+            task = self._start(key, load, now, background=False)
         try:
             # A waiter that is cancelled (client gone) leaves the load running for the others.
             fresh = await asyncio.shield(task)
@@ -261,8 +264,10 @@ class ReadThroughCache:
         self._counters.stale_if_error += 1
         return Lookup(entry, Outcome.STALE, age, self.ttl - age, "stale-if-error")
 
-    def _start(self, key: Hashable, load: Loader, now: float) -> asyncio.Task[Entry]:
-        task = asyncio.create_task(self._load(key, load, now))
+    def _start(
+        self, key: Hashable, load: Loader, now: float, *, background: bool
+    ) -> asyncio.Task[Entry]:
+        task = asyncio.create_task(self._load(key, load, now, background))
         self._inflight[key] = task
 
         def finished(done: asyncio.Task[Entry]) -> None:
@@ -275,9 +280,9 @@ class ReadThroughCache:
         task.add_done_callback(finished)
         return task
 
-    async def _load(self, key: Hashable, load: Loader, started: float) -> Entry:
+    async def _load(self, key: Hashable, load: Loader, started: float, background: bool) -> Entry:
         try:
-            document = await load()
+            document = await load(background)
         except self.failure_types as exc:
             self._counters.load_errors += 1
             self._failures[key] = _Failure(exc, self.clock())

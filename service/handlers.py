@@ -31,10 +31,10 @@ class ResourceHandlers:
         else:  # the dashboard's own request: skip parsing on the hot path
             page, key = WHOLE, self._whole_key
 
-        async def load() -> Document:
+        async def load(background: bool) -> Document:
             sql, args = resource.list_query(page)
             rows = JsonArray(resource.columns, page.limit)
-            await app[DATABASE].fetch_chunks(sql, args, rows.add)
+            await app[DATABASE].fetch_chunks(sql, args, rows.add, urgent=not background)
             last = rows.last if rows.more else None
             link = resource.next_link(page, last, f"/{self.name}/")
             return Document(rows.finish(), (("Link", link),) if link is not None else ())
@@ -53,7 +53,7 @@ class ResourceHandlers:
         if key is None:
             raise NotFound(f"no {self.name} with id {raw[:64]!r}")
 
-        async def load() -> Document:
+        async def load(background: bool) -> Document:  # one row: nothing to yield for
             rows = await app[DATABASE].fetch(*resource.one_query(key))
             if not rows:
                 raise NotFound(f"no {self.name} with id {str(key)[:64]!r}")
