@@ -20,7 +20,7 @@ class ResourceHandlers:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._whole_key = (name, "list", Page().normalised())
+        self._whole_key = (name, "list", WHOLE.normalised())
 
     async def list(self, request: web.Request) -> web.Response:
         app = request.app
