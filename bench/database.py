@@ -12,7 +12,7 @@ from typing import Any, Final
 
 import pymysql
 
-from service.devdb import ServerAddress, create_database, drop_database
+from service.devdb import ServerAddress, connect, create_database, drop_database
 
 from . import data
 
@@ -30,16 +30,7 @@ def server_address() -> ServerAddress:
 
 
 def _connect(addr: ServerAddress, database: str | None = None) -> pymysql.Connection[Any]:
-    return pymysql.connect(
-        host=addr.host,
-        port=addr.port,
-        user=addr.user,
-        password=addr.password,
-        database=database,
-        charset="utf8mb4",
-        autocommit=True,
-        connect_timeout=10,
-    )
+    return connect(addr, timeout=10.0, query_timeout=3600.0, database=database)
 
 
 class BenchDatabase:

@@ -111,7 +111,7 @@ def find_server_binaries(*, allow_install: bool) -> tuple[Path, Path]:
 def is_reachable(addr: ServerAddress, timeout: float = 2.0) -> bool:
     """True when a PyMySQL connection with these credentials succeeds."""
     try:
-        conn = _connect(addr, timeout=timeout)
+        conn = connect(addr, timeout=timeout)
     except (pymysql.MySQLError, OSError):
         return False
     conn.close()
@@ -425,10 +425,11 @@ def _check_database_name(name: str) -> None:
         raise DevDBError(f"invalid database name {name!r}: use 1 to 64 of A-Z, a-z, 0-9 and _")
 
 
-def _connect(
+def connect(
     addr: ServerAddress,
     *,
     timeout: float,
+    database: str | None = None,
     query_timeout: float | None = None,
     multi_statements: bool = False,
 ) -> pymysql.Connection[Any]:
@@ -440,6 +441,7 @@ def _connect(
         port=addr.port,
         user=addr.user,
         password=addr.password,
+        database=database,
         charset="utf8mb4",
         connect_timeout=timeout,
         read_timeout=io_timeout,
@@ -454,7 +456,7 @@ def _connect_or_fail(
 ) -> pymysql.Connection[Any]:
     try:
         # Loading a benchmark's data set can keep one statement busy for minutes.
-        return _connect(addr, timeout=30.0, query_timeout=3600.0, multi_statements=multi_statements)
+        return connect(addr, timeout=30.0, query_timeout=3600.0, multi_statements=multi_statements)
     except (pymysql.MySQLError, OSError) as err:
         raise DevDBError(
             f"cannot log in to {addr.user}@{addr.host}:{addr.port}: {_describe(err)}"

@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pymysql
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -25,6 +24,7 @@ from service.app import create_app
 from service.devdb import (
     ServerAddress,
     can_install_packages,
+    connect,
     create_database,
     database_server,
     drop_database,
@@ -67,25 +67,13 @@ def db_name(db_server: ServerAddress) -> Iterator[str]:
         drop_database(db_server, name)
 
 
-def connect(address: ServerAddress, database: str | None = None) -> pymysql.Connection[Any]:
-    return pymysql.connect(
-        host=address.host,
-        port=address.port,
-        user=address.user,
-        password=address.password,
-        database=database,
-        charset="utf8mb4",
-        autocommit=True,
-    )
-
-
 class SQL:
     """Runs statements on the test database through its own (test-side) connection."""
 
     def __init__(self, address: ServerAddress, database: str) -> None:
         self.address = address
         self.database = database
-        self.conn = connect(address, database)
+        self.conn = connect(address, timeout=10.0, query_timeout=3600.0, database=database)
 
     def __call__(self, statement: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
         with self.conn.cursor() as cur:
