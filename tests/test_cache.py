@@ -97,6 +97,25 @@ def make_cache(clock: FakeClock) -> Callable[..., ReadThroughCache]:
     return make
 
 
+async def together(cache: ReadThroughCache, load: Loader, count: int) -> list[Lookup]:
+    """`count` gets of one key, all made while the load is held open (so they share it); the
+    loader's error, if any, is raised."""
+    results = await together_or_errors(cache, load, count)
+    lookups = [r for r in results if isinstance(r, Lookup)]
+    assert len(lookups) == count, results
+    return lookups
+
+
+async def together_or_errors(
+    cache: ReadThroughCache, load: Loader, count: int
+) -> list[Lookup | BaseException]:
+    gate = load.hold()
+    tasks = [asyncio.create_task(cache.get("k", load)) for _ in range(count)]
+    await load.started.wait()
+    gate.set()
+    return await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def settle() -> None:
     """Let every ready task run (loads finishing, done callbacks)."""
     for _ in range(5):
@@ -110,11 +129,7 @@ async def test_a_thousand_concurrent_gets_run_one_load(
     make_cache: Callable[..., ReadThroughCache],
 ) -> None:
     cache, load = make_cache(), Loader()
-    gate = load.hold()
-    tasks = [asyncio.create_task(cache.get("k", load)) for _ in range(1000)]
-    await load.started.wait()
-    gate.set()
-    results = await asyncio.gather(*tasks)
+    results = await together(cache, load, 1000)
     assert load.calls == 1
     assert {id(r.entry) for r in results} == {id(results[0].entry)}
     outcomes = [r.outcome for r in results]
@@ -161,11 +176,7 @@ async def test_a_failed_load_reaches_every_waiter_once_and_is_not_cached(
 ) -> None:
     cache, load = make_cache(), Loader()
     load.error = Outage("database down")
-    gate = load.hold()
-    tasks = [asyncio.create_task(cache.get("k", load)) for _ in range(10)]
-    await load.started.wait()
-    gate.set()
-    results = await asyncio.gather(*tasks, return_exceptions=True)
+    results = await together_or_errors(cache, load, 10)
     assert all(isinstance(r, Outage) for r in results)
     assert load.calls == 1
     assert cache.stats().load_errors == 1
@@ -335,11 +346,7 @@ async def test_waiters_of_a_failed_load_all_get_the_stale_entry(
     await cache.get("k", load)
     clock.advance(5)
     load.error = Outage("down")
-    gate = load.hold()
-    tasks = [asyncio.create_task(cache.get("k", load)) for _ in range(20)]
-    await load.started.wait()
-    gate.set()
-    results: list[Lookup] = await asyncio.gather(*tasks)
+    results = await together(cache, load, 20)
     assert all(r.outcome is Outcome.STALE for r in results)
     assert load.calls == 2
 
@@ -355,11 +362,7 @@ async def test_ttl_zero_stores_nothing_but_still_coalesces(
         lookup = await cache.get("k", load)
         assert (lookup.outcome, lookup.detail) == (Outcome.MISS, "")
     assert load.calls == 3
-    gate = load.hold()
-    tasks = [asyncio.create_task(cache.get("k", load)) for _ in range(50)]
-    await load.started.wait()
-    gate.set()
-    await asyncio.gather(*tasks)
+    await together(cache, load, 50)
     assert load.calls == 4
     assert cache.stats().entries == 0
 
