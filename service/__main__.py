@@ -12,6 +12,7 @@ import structlog
 from aiohttp import web
 
 from . import __version__
+from .access import server_options
 from .app import create_app
 from .errors import StartupError
 from .logs import configure_logging
@@ -37,13 +38,14 @@ def main(env: Mapping[str, str] | None = None) -> int:
     log = structlog.get_logger("service")
     log.info("starting", version=__version__, settings=settings.public())
     try:
+        app = create_app(settings)
         web.run_app(
-            create_app(settings),
+            app,
             host=settings.http_host,
             port=settings.http_port,
             print=None,
-            access_log=None,
             loop=_new_loop(),
+            **server_options(app),
         )
     except StartupError as exc:
         log.error("startup_failed", error=str(exc))

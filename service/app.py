@@ -1,4 +1,4 @@
-"""Application factory: wires settings, resources opened in cleanup_ctx, and routes.
+"""Application factory: wires settings, resources opened in cleanup_ctx, metrics and routes.
 It only wires; every piece of behaviour lives in its own module."""
 
 from __future__ import annotations
@@ -7,14 +7,17 @@ from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from .cache import ReadThroughCache
 from .db import Database
 from .errors import DatabaseQueryError, DatabaseUnavailable, StartupError
 from .handlers import ResourceHandlers
-from .http_errors import add_not_found, add_read_only
-from .keys import CACHE, CATALOG, DATABASE, SETTINGS
+from .keys import CACHE, CATALOG, DATABASE, METRICS, SETTINGS
+from .metrics import Metrics
+from .request_id import RequestIds
 from .resources import build_catalog
+from .routing import Routing, add_not_found, add_read_only
 from .settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -26,7 +29,7 @@ POOL_CLOSE_GRACE = 10.0
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     """Open the pool, check the schema once, and close the pool at shutdown."""
     settings = app[SETTINGS]
-    db = Database(settings)
+    db = Database(settings, observer=app[METRICS])
     await db.start()
     try:
         tables = await db.introspect(settings.resources)
@@ -44,7 +47,18 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
             log.info("columns_hidden", table=resource.table, columns=list(resource.hidden))
     app[DATABASE] = db
     app[CATALOG] = catalog
-    log.info("database_ready", where=db.where, resources=list(catalog.resources))
+    app[METRICS].watch_pool(db.stats)
+    stats = db.stats()
+    log.info(
+        "database_ready",
+        where=db.where,
+        pool_min=stats.min_size,
+        pool_max=stats.max_size,
+        resources={
+            name: {"table": r.table, "columns": list(r.columns), "key": r.key.name}
+            for name, r in catalog.resources.items()
+        },
+    )
     yield
     await db.close(POOL_CLOSE_GRACE)
 
@@ -60,22 +74,35 @@ async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
         max_bytes=settings.cache_max_bytes,
         # Only "cannot answer now" errors: a missing row is an answer, not an outage.
         failure_types=(DatabaseUnavailable, DatabaseQueryError),
+        on_load=app[METRICS].cache_loaded,
     )
     app[CACHE] = cache
+    app[METRICS].watch_cache(cache.stats)
     yield
     await cache.close()
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, *, registry: CollectorRegistry | None = None) -> web.Application:
+    """The app; its metrics go to `registry` (a new one by default, never the global one).
+    Serve it with `access.server_options(app)` for the access log and HTTP metrics."""
     # Requests carry no body: a small limit rejects anything bigger with 413 early.
     app = web.Application(client_max_size=64 * 1024)
     app[SETTINGS] = settings
+    metrics = app[METRICS] = Metrics(registry)
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(cache_ctx)
+    routing = Routing(RequestIds(), metrics.http_in_flight)
+    router = app.router
     for name in settings.resources:
         handlers = ResourceHandlers(name)
-        add_read_only(app.router, f"/{name}", handlers.list)
-        add_read_only(app.router, f"/{name}/", handlers.list)
-        add_read_only(app.router, f"/{name}/{{id}}", handlers.item)
-    add_not_found(app.router, settings.resources)
+        for path, handler in (
+            (f"/{name}", handlers.list),
+            (f"/{name}/", handlers.list),
+            (f"/{name}/{{id}}", handlers.item),
+        ):
+            add_read_only(router, path, handler, routing)
+            metrics.add_route(path, name)
+    add_read_only(router, "/metrics", metrics.handler(), routing)
+    metrics.add_route("/metrics")
+    add_not_found(router, settings.resources, routing)
     return app

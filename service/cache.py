@@ -158,6 +158,7 @@ class ReadThroughCache:
         failure_types: tuple[type[Exception], ...] = (Exception,),
         retry_interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        on_load: Callable[[Hashable, float], None] | None = None,
     ) -> None:
         self.ttl = ttl
         self.stale_while_revalidate = stale_while_revalidate
@@ -166,6 +167,7 @@ class ReadThroughCache:
         self.failure_types = failure_types
         self.retry_interval = retry_interval
         self.clock = clock
+        self._on_load = on_load  # told the duration of every load that produced an entry
         keep = ttl + max(stale_while_revalidate, stale_if_error)
         self._store = _Store(max(max_bytes, 1), max(keep, 1e-9), clock)
         self._failures: dict[Hashable, _Failure] = {}
@@ -290,6 +292,8 @@ class ReadThroughCache:
             raise
         self._failures.pop(key, None)
         entry = await self._entry(document, started, self._store.get(key))
+        if self._on_load is not None:
+            self._on_load(key, self.clock() - started)
         if self.storing:
             try:
                 self._store[key] = entry

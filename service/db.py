@@ -7,9 +7,10 @@ No HTTP here. SQL text comes only from `resources.py`, values are always bound p
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import aiomysql
 import pymysql
@@ -56,9 +57,41 @@ def quote_identifier(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
+class QueryObserver(Protocol):
+    """Told how long acquires and statements take and how statements fail (metrics.Metrics)."""
+
+    def acquired(self, seconds: float) -> None: ...
+
+    def query_done(self, resource: str, seconds: float) -> None: ...
+
+    def query_failed(self, resource: str, kind: str) -> None: ...
+
+
+class _Unobserved:
+    def acquired(self, seconds: float) -> None:
+        pass
+
+    def query_done(self, resource: str, seconds: float) -> None:
+        pass
+
+    def query_failed(self, resource: str, kind: str) -> None:
+        pass
+
+
+@dataclass
+class _Incident:
+    kind: str
+    since: float
+    failures: int = 1
+
+
 class Database:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, observer: QueryObserver | None = None) -> None:
         self._settings = settings
+        self._observer: QueryObserver = _Unobserved() if observer is None else observer
+        # The failure being lived through: logged when it starts, changes kind and ends, so an
+        # outage under load is a few lines, not one per request.
+        self._incident: _Incident | None = None
         self._pool = ConnectionPool(
             self._connect,
             min_size=settings.db_pool_min_size,
@@ -174,10 +207,12 @@ class Database:
             for table, cols in found.items()
         }
 
-    async def fetch(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+    async def fetch(
+        self, sql: str, args: Sequence[object] = (), *, resource: str = "other"
+    ) -> list[tuple[Any, ...]]:
         """All rows of one statement (see fetch_chunks)."""
         rows: list[tuple[Any, ...]] = []
-        await self.fetch_chunks(sql, args, rows.extend)
+        await self.fetch_chunks(sql, args, rows.extend, resource=resource)
         return rows
 
     async def fetch_chunks(
@@ -187,25 +222,30 @@ class Database:
         consume: Callable[[list[tuple[Any, ...]]], None],
         *,
         urgent: bool = False,
+        resource: str = "other",
     ) -> None:
         """Run one statement on a pooled connection, bounded by the acquire and query time-outs,
         handing its rows to `consume` in chunks (FETCH_CHUNK_ROWS, or FETCH_CHUNK_ROWS_URGENT when
-        requests wait for this result).
+        requests wait for this result). `resource` labels its metrics.
 
         A connection whose statement did not finish cleanly (time-out, cancellation, protocol
         or server error, an error raised by `consume`) is closed, never returned to the pool in
         an unknown state.
         """
         s = self._settings
+        started = time.perf_counter()
         try:
             conn = await self._pool.acquire(s.db_acquire_timeout)
         except AcquireTimeout as exc:
+            self._failed(resource, "pool", str(exc))
             raise DatabaseUnavailable(str(exc)) from None
         except PoolClosed:
             raise DatabaseUnavailable("the service is shutting down") from None
         except (pymysql.err.MySQLError, OSError) as exc:
-            log.warning("database_connect_failed", error=_describe(exc))
+            self._failed(resource, "connection", _describe(exc))
             raise DatabaseUnavailable("cannot connect to the database") from None
+        sent = time.perf_counter()
+        self._observer.acquired(sent - started)
         discard: str | None = "cancelled"
         try:
             async with asyncio.timeout(s.db_query_timeout):
@@ -218,29 +258,67 @@ class Database:
             discard = None
         except TimeoutError:
             discard = "timeout"
-            raise DatabaseUnavailable(
-                f"the database did not answer within {s.db_query_timeout:g} s"
-            ) from None
+            message = f"the database did not answer within {s.db_query_timeout:g} s"
+            self._failed(resource, "timeout", message)
+            raise DatabaseUnavailable(message) from None
         except (pymysql.err.MySQLError, OSError) as exc:
-            code = _error_code(exc)
-            if code in _SERVER_TIMEOUT_ERRORS:
-                discard = "timeout"
-                raise DatabaseUnavailable("the database stopped the query (time limit)") from None
-            lost = isinstance(
-                exc, pymysql.err.InterfaceError | pymysql.err.OperationalError | OSError
-            )
-            if lost and (code is None or code >= 2000 or code in _SERVER_GONE_ERRORS):
-                discard = "broken"
-                log.warning("database_connection_lost", error=_describe(exc))
-                raise DatabaseUnavailable("the database connection was lost") from None
-            discard = "error"
-            log.error("database_query_failed", error=_describe(exc))
-            raise DatabaseQueryError("the database rejected the query") from None
+            discard, kind, error = _classify(exc)
+            self._failed(resource, kind, _describe(exc))
+            raise error from None
         except Exception:
             discard = "error"
             raise
         finally:
             self._pool.release(conn, discard=discard)
+        self._observer.query_done(resource, time.perf_counter() - sent)
+        if self._incident is not None:
+            self._recovered()
+
+    def _failed(self, resource: str, kind: str, reason: str) -> None:
+        """Count a failed statement; log it when an incident starts or changes kind. `reason`
+        never holds the password (the driver's messages do not contain it)."""
+        self._observer.query_failed(resource, kind)
+        incident = self._incident
+        if incident is not None and incident.kind == kind:
+            incident.failures += 1
+        else:
+            log_failure = log.error if kind == "server" else log.warning
+            log_failure(
+                "database_failing",
+                kind=kind,
+                reason=reason,
+                resource=resource,
+                where=self.where,
+                previous_kind=None if incident is None else incident.kind,
+            )
+            self._incident = _Incident(kind, time.monotonic())
+
+    def _recovered(self) -> None:
+        incident = self._incident
+        assert incident is not None
+        self._incident = None
+        log.info(
+            "database_recovered",
+            kind=incident.kind,
+            failures=incident.failures,
+            lasted_s=round(time.monotonic() - incident.since, 3),
+        )
+
+
+def _classify(exc: BaseException) -> tuple[str, str, Exception]:
+    """(why the connection is discarded, error kind for metrics, error to raise) for a driver
+    error raised by a statement."""
+    code = _error_code(exc)
+    if code in _SERVER_TIMEOUT_ERRORS:
+        return (
+            "timeout",
+            "timeout",
+            DatabaseUnavailable("the database stopped the query (time limit)"),
+        )
+    lost = isinstance(exc, pymysql.err.InterfaceError | pymysql.err.OperationalError | OSError)
+    if lost and (code is None or code >= 2000 or code in _SERVER_GONE_ERRORS):
+        return "broken", "connection", DatabaseUnavailable("the database connection was lost")
+    return "error", "server", DatabaseQueryError("the database rejected the query")
 
 
 def _error_code(exc: BaseException) -> int | None:

@@ -34,7 +34,9 @@ class ResourceHandlers:
         async def load(background: bool) -> Document:
             sql, args = resource.list_query(page)
             rows = JsonArray(resource.columns, page.limit)
-            await app[DATABASE].fetch_chunks(sql, args, rows.add, urgent=not background)
+            await app[DATABASE].fetch_chunks(
+                sql, args, rows.add, urgent=not background, resource=self.name
+            )
             last = rows.last if rows.more else None
             link = resource.next_link(page, last, f"/{self.name}/")
             return Document(rows.finish(), (("Link", link),) if link is not None else ())
@@ -54,7 +56,7 @@ class ResourceHandlers:
             raise NotFound(f"no {self.name} with id {raw[:64]!r}")
 
         async def load(background: bool) -> Document:  # one row: nothing to yield for
-            rows = await app[DATABASE].fetch(*resource.one_query(key))
+            rows = await app[DATABASE].fetch(*resource.one_query(key), resource=self.name)
             if not rows:
                 raise NotFound(f"no {self.name} with id {str(key)[:64]!r}")
             return Document(encode(rows_to_objects(resource.columns, rows)[0]))

@@ -180,12 +180,16 @@ class Settings:
     log_format: str
 
     def public(self) -> dict[str, object]:
-        """Every setting except the password, for the start-up log line."""
-        return {
-            name: sorted(f"{t}.{c}" for t, c in value) if isinstance(value, frozenset) else value
-            for name, value in self.__dict__.items()
-            if not isinstance(value, Secret)
-        }
+        """Every setting for the start-up log line, secrets redacted (set or not is shown)."""
+        return {name: _public_value(value) for name, value in self.__dict__.items()}
+
+
+def _public_value(value: object) -> object:
+    if isinstance(value, Secret):
+        return "<redacted>" if value.reveal() else ""
+    if isinstance(value, frozenset):
+        return sorted(f"{t}.{c}" for t, c in value)
+    return value
 
 
 class _Reader:

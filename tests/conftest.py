@@ -20,6 +20,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from service.access import server_options
 from service.app import create_app
 from service.devdb import (
     ServerAddress,
@@ -29,6 +30,7 @@ from service.devdb import (
     database_server,
     drop_database,
 )
+from service.keys import METRICS
 from service.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,6 +124,19 @@ def make_settings(db_server: ServerAddress, db_name: str) -> Callable[..., Setti
 @pytest.fixture
 def settings(make_settings: Callable[..., Settings]) -> Settings:
     return make_settings()
+
+
+@pytest.fixture
+def aiohttp_client(aiohttp_client: ClientFactory) -> ClientFactory:
+    """pytest-aiohttp's factory, serving a cm-api app the way `python -m service` does: with the
+    access logger that writes the request lines and the HTTP metrics."""
+
+    async def make(app: Any, **kwargs: Any) -> Any:
+        if isinstance(app, web.Application) and METRICS in app:
+            kwargs.setdefault("server_kwargs", server_options(app))
+        return await aiohttp_client(app, **kwargs)
+
+    return make
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from service.errors import BadRequest, DatabaseUnavailable
-from service.http_errors import add_not_found, add_read_only
+from service.routing import Routing, add_not_found, add_read_only
 
 Client = TestClient[web.Request, web.Application]
 
@@ -31,10 +31,11 @@ async def bad(request: web.Request) -> web.Response:
 @pytest.fixture
 async def client(aiohttp_client: Callable[..., Any]) -> Client:
     app = web.Application()
-    add_read_only(app.router, "/broken", broken)
-    add_read_only(app.router, "/down", unavailable)
-    add_read_only(app.router, "/bad", bad)
-    add_not_found(app.router, ["acc", "user"])
+    routing = Routing()
+    add_read_only(app.router, "/broken", broken, routing)
+    add_read_only(app.router, "/down", unavailable, routing)
+    add_read_only(app.router, "/bad", bad, routing)
+    add_not_found(app.router, ["acc", "user"], routing)
     result: Client = await aiohttp_client(app)
     return result
 

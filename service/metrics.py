@@ -1,0 +1,301 @@
+"""Prometheus metrics of one app: its own registry (never prometheus-client's global one), the
+instruments the request path updates, and a collector that reads the pool's and the cache's
+state at scrape time (nothing is updated per request for those).
+
+Names follow HikariCP's pool vocabulary (in use, idle, pending, max, min) and Prometheus'
+conventions (`_total`, `_seconds`, `_bytes`; labels bounded: route templates, never raw paths).
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from typing import Final
+
+import aiohttp
+from aiohttp.typedefs import Handler
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.aiohttp import make_aiohttp_handler
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from . import __version__
+from .cache import CacheStats
+from .pool import PoolStats
+
+# A cache hit is answered in well under a millisecond, a cold list in tens of milliseconds, and
+# the query time-out is seconds: the buckets cover all three.
+HTTP_BUCKETS: Final = (
+    0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+QUERY_BUCKETS: Final = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+# Taking an idle connection costs microseconds; waiting for one is bounded by DB_ACQUIRE_TIMEOUT.
+ACQUIRE_BUCKETS: Final = (
+    0.00001, 0.0001, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+CACHE_RESULTS: Final = ("hit", "miss", "coalesced", "stale", "error")
+QUERY_ERROR_KINDS: Final = ("timeout", "connection", "server", "pool")
+# Why the pool closed connections (service/pool.py): listed so that each series starts at zero.
+CLOSE_REASONS: Final = (
+    "recycled",
+    "broken",
+    "timeout",
+    "cancelled",
+    "error",
+    "shutdown",
+    "shutdown_forced",
+    "below_min",
+    "startup_failed",
+)
+# Bounded method label: anything else a client sends is "other".
+METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_LABEL: Final = "other"  # resource label of queries outside any resource (introspection)
+
+
+class _StateCollector(Collector):
+    """Pool and cache gauges (and their lifetime counters), read when Prometheus scrapes."""
+
+    def __init__(self) -> None:
+        self.pool: Callable[[], PoolStats] | None = None
+        self.cache: Callable[[], CacheStats] | None = None
+
+    def collect(self) -> Iterable[Metric]:
+        if self.pool is not None:
+            yield from _pool_metrics(self.pool())
+        if self.cache is not None:
+            yield from _cache_metrics(self.cache())
+
+
+def _pool_metrics(p: PoolStats) -> Iterator[Metric]:
+    connections = GaugeMetricFamily(
+        "cmapi_db_pool_connections",
+        "Connections held by the pool now, by state",
+        labels=["state"],
+    )
+    connections.add_metric(["in_use"], p.in_use)
+    connections.add_metric(["idle"], p.idle)
+    yield connections
+    yield GaugeMetricFamily(
+        "cmapi_db_pool_opening_connections",
+        "Connections being opened now (handshake in progress)",
+        value=p.opening,
+    )
+    yield GaugeMetricFamily(
+        "cmapi_db_pool_max_connections", "Configured pool maximum", value=p.max_size
+    )
+    yield GaugeMetricFamily(
+        "cmapi_db_pool_min_connections", "Configured pool minimum", value=p.min_size
+    )
+    yield GaugeMetricFamily(
+        "cmapi_db_pool_pending_acquires",
+        "Coroutines waiting for a connection now",
+        value=p.pending,
+    )
+    yield CounterMetricFamily(
+        "cmapi_db_pool_acquire_timeouts",
+        "Acquires that gave up after DB_ACQUIRE_TIMEOUT",
+        value=p.acquire_timeouts_total,
+    )
+    yield CounterMetricFamily(
+        "cmapi_db_connections_opened",
+        "Server connections opened by the pool",
+        value=p.opened_total,
+    )
+    closed = CounterMetricFamily(
+        "cmapi_db_connections_closed",
+        "Server connections closed by the pool, by reason",
+        labels=["reason"],
+    )
+    for reason in sorted(set(CLOSE_REASONS) | set(p.closed_total)):
+        closed.add_metric([reason], p.closed_total.get(reason, 0))
+    yield closed
+    yield CounterMetricFamily(
+        "cmapi_db_connect_errors",
+        "Attempts to open a server connection that failed",
+        value=p.connect_errors_total,
+    )
+
+
+def _cache_metrics(c: CacheStats) -> Iterator[Metric]:
+    yield GaugeMetricFamily("cmapi_cache_entries", "Entries stored in the cache", value=c.entries)
+    yield GaugeMetricFamily(
+        "cmapi_cache_bytes", "Bytes stored (bodies, gzip copies, bookkeeping)", value=c.bytes
+    )
+    yield GaugeMetricFamily(
+        "cmapi_cache_max_bytes", "The byte budget (CACHE_MAX_BYTES)", value=c.max_bytes
+    )
+    yield GaugeMetricFamily(
+        "cmapi_cache_loads_in_flight", "Cache loads running now", value=c.in_flight
+    )
+    yield CounterMetricFamily(
+        "cmapi_cache_evictions", "Entries dropped to stay within the byte budget", value=c.evictions
+    )
+    yield CounterMetricFamily(
+        "cmapi_cache_oversize",
+        "Loads served but not stored: bigger than the whole budget",
+        value=c.oversize,
+    )
+    yield CounterMetricFamily(
+        "cmapi_cache_refreshes",
+        "Background refreshes started by stale-while-revalidate",
+        value=c.refreshes,
+    )
+    yield CounterMetricFamily(
+        "cmapi_cache_load_errors", "Loads that failed with a database error", value=c.load_errors
+    )
+
+
+class Metrics:
+    """The app's registry and instruments; see README's metrics section for each name."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = CollectorRegistry() if registry is None else registry
+        self.registry = r
+        self.http_requests = Counter(
+            "cmapi_http_requests",
+            "HTTP requests answered, by route template, method and status",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.http_duration = Histogram(
+            "cmapi_http_request_duration_seconds",
+            "From the request's arrival to its last byte written",
+            ["route", "method"],
+            buckets=HTTP_BUCKETS,
+            registry=r,
+        )
+        self.http_in_flight = Gauge(
+            "cmapi_http_requests_in_flight", "Requests being handled now", registry=r
+        )
+        self.acquire_seconds = Histogram(
+            "cmapi_db_pool_acquire_seconds",
+            "Time to get a pooled connection (successful acquires)",
+            buckets=ACQUIRE_BUCKETS,
+            registry=r,
+        )
+        self.query_seconds = Histogram(
+            "cmapi_db_query_seconds",
+            "Time from sending a statement to its last row, by resource",
+            ["resource"],
+            buckets=QUERY_BUCKETS,
+            registry=r,
+        )
+        self.query_errors = Counter(
+            "cmapi_db_query_errors",
+            "Statements that failed, by resource and kind (timeout, connection, server, pool)",
+            ["resource", "kind"],
+            registry=r,
+        )
+        self.cache_requests = Counter(
+            "cmapi_cache_requests",
+            "Requests answered through the cache, by resource and result",
+            ["resource", "result"],
+            registry=r,
+        )
+        self.cache_load_seconds = Histogram(
+            "cmapi_cache_load_seconds",
+            "Time to fill a cache entry: query, encoding, ETag and gzip copy",
+            ["resource"],
+            buckets=QUERY_BUCKETS,
+            registry=r,
+        )
+        build = Gauge(
+            "cmapi_build_info",
+            "Always 1; the labels say what is running",
+            ["version", "python", "aiohttp"],
+            registry=r,
+        )
+        build.labels(__version__, platform.python_version(), aiohttp.__version__).set(1)
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        self._state = _StateCollector()
+        r.register(self._state)
+        # Route template -> (route label, resource or None); anything else is "unmatched".
+        self._routes: dict[str, tuple[str, str | None]] = {}
+        # Labelled children, looked up once: `.labels()` costs more than the increment.
+        self._http: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._cache: dict[tuple[str, str], Counter] = {}
+
+    # -- wiring -----------------------------------------------------------------------------
+
+    def watch_pool(self, stats: Callable[[], PoolStats]) -> None:
+        self._state.pool = stats
+
+    def watch_cache(self, stats: Callable[[], CacheStats]) -> None:
+        self._state.cache = stats
+
+    def add_route(self, template: str, resource: str | None = None) -> None:
+        """Declare a route template (and the resource it serves), with its main series at 0."""
+        self._routes[template] = (template, resource)
+        for method in ("GET", "HEAD"):
+            self.http_duration.labels(template, method)
+        for status in (200, 304, 503) if resource is not None else (200,):
+            self.http_requests.labels(template, "GET", str(status))
+        if resource is not None:
+            for result in CACHE_RESULTS:
+                self.cache_requests.labels(resource, result)
+            self.query_seconds.labels(resource)
+            self.cache_load_seconds.labels(resource)
+            for kind in QUERY_ERROR_KINDS:
+                self.query_errors.labels(resource, kind)
+
+    def route(self, template: str | None) -> tuple[str, str | None]:
+        """(route label, resource) of a matched route template."""
+        if template is None:
+            return "unmatched", None
+        return self._routes.get(template, ("unmatched", None))
+
+    # -- recording (called on the request path) ---------------------------------------------
+
+    def request_done(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, status)
+        children = self._http.get(key)
+        if children is None:
+            label = method if method in METHODS else OTHER_LABEL
+            children = (
+                self.http_requests.labels(route, label, str(status)),
+                self.http_duration.labels(route, label),
+            )
+            if len(self._http) < 10_000:  # bounded by routes x methods x statuses anyway
+                self._http[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def cache_result(self, resource: str, result: str) -> None:
+        key = (resource, result)
+        child = self._cache.get(key)
+        if child is None:
+            child = self._cache[key] = self.cache_requests.labels(resource, result)
+        child.inc()
+
+    def cache_loaded(self, key: Hashable, seconds: float) -> None:
+        resource = key[0] if isinstance(key, tuple) and key else OTHER_LABEL
+        self.cache_load_seconds.labels(str(resource)).observe(seconds)
+
+    # db.QueryObserver
+
+    def acquired(self, seconds: float) -> None:
+        self.acquire_seconds.observe(seconds)
+
+    def query_done(self, resource: str, seconds: float) -> None:
+        self.query_seconds.labels(resource).observe(seconds)
+
+    def query_failed(self, resource: str, kind: str) -> None:
+        self.query_errors.labels(resource, kind).inc()
+
+    def handler(self) -> Handler:
+        """GET /metrics: prometheus-client's own aiohttp exposition (text format, OpenMetrics
+        when the scraper asks for it, gzip when accepted)."""
+        return make_aiohttp_handler(self.registry)

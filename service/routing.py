@@ -1,0 +1,134 @@
+"""How every route is served: one handler wrapper (request id, requests in flight, errors as the
+JSON envelope {"error": {"code": ..., "message": ...}} with the right status and never with
+internals), a 405 for other methods on a known path and a 404 for unknown paths.
+
+Without an aiohttp middleware, on purpose: any middleware makes aiohttp run two more coroutine
+layers on every request, which bench/ measured at 8-9 % of a cache hit. The access line and the
+HTTP metrics are written by `access.AccessLogger`, which aiohttp calls once the response is sent.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Final, Protocol
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from .encoding import encode
+from .errors import (
+    BadRequest,
+    DatabaseQueryError,
+    DatabaseUnavailable,
+    NotFound,
+    ServiceError,
+)
+from .request_id import HEADER as REQUEST_ID
+from .request_id import RequestIds
+
+log = structlog.get_logger(__name__)
+
+# Long enough not to hammer a database that is restarting, short enough for a dashboard.
+RETRY_AFTER_SECONDS: Final = 2
+# The route label of requests no route template matched (bounded, unlike the raw path).
+UNMATCHED: Final = "unmatched"
+
+_STATUS: Final[dict[type[ServiceError], int]] = {
+    BadRequest: 400,
+    NotFound: 404,
+    DatabaseUnavailable: 503,
+    DatabaseQueryError: 500,
+}
+_ALLOWED: Final = "GET,HEAD"
+
+
+class InFlight(Protocol):
+    """A gauge of the requests being handled now (prometheus_client.Gauge has this shape)."""
+
+    def inc(self, amount: float = 1) -> None: ...
+
+    def dec(self, amount: float = 1) -> None: ...
+
+
+class _NoGauge:
+    def inc(self, amount: float = 1) -> None:
+        pass
+
+    def dec(self, amount: float = 1) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Routing:
+    """What the wrapper of every route shares: where request ids come from and the gauge of
+    requests in flight."""
+
+    ids: RequestIds = field(default_factory=RequestIds)
+    in_flight: InFlight = field(default_factory=_NoGauge)
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    body = encode({"error": {"code": code, "message": message}})
+    response = web.Response(
+        status=status, body=body, content_type="application/json", headers=headers
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def wrap(handler: Handler, routing: Routing) -> Handler:
+    """`handler` with a request id (logging context and response header), counted in flight,
+    and whatever it raises turned into a JSON error response."""
+    ids, in_flight = routing.ids, routing.in_flight
+
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        request_id = ids.for_request(request.headers.get(REQUEST_ID))
+        # Everything logged while handling this request (a load it starts included) carries it.
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        in_flight.inc()
+        try:
+            response = await handler(request)
+        except ServiceError as exc:
+            status = _STATUS.get(type(exc), 500)
+            headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else None
+            response = error_response(status, exc.code, exc.message, headers)
+        except Exception:
+            # Logged with its traceback for the operator; the client learns nothing internal.
+            log.exception("unhandled_error", path=request.path, method=request.method)
+            response = error_response(500, "internal_error", "internal server error")
+        finally:
+            in_flight.dec()
+        response.headers[REQUEST_ID] = request_id
+        return response
+
+    return wrapped
+
+
+async def method_not_allowed(request: web.Request) -> web.Response:
+    message = f"method {request.method[:16]} is not allowed here; use GET or HEAD"
+    return error_response(405, "method_not_allowed", message, {"Allow": _ALLOWED})
+
+
+def add_read_only(router: web.UrlDispatcher, path: str, handler: Handler, routing: Routing) -> None:
+    """GET and HEAD on `path` go to `handler`, any other method gets 405."""
+    resource = router.add_resource(path)
+    wrapped = wrap(handler, routing)
+    resource.add_route("HEAD", wrapped)
+    resource.add_route("GET", wrapped)
+    resource.add_route("*", wrap(method_not_allowed, routing))
+
+
+def add_not_found(router: web.UrlDispatcher, resources: Iterable[str], routing: Routing) -> None:
+    """Call last: every path no other route matched gets a 404 naming the `resources`."""
+    message = "no such route; the resources are " + ", ".join(f"/{n}/" for n in resources)
+
+    async def not_found(request: web.Request) -> web.Response:
+        return error_response(404, "not_found", message)
+
+    router.add_route("*", "/{tail:.*}", wrap(not_found, routing))
