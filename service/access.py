@@ -9,6 +9,7 @@ gives the arguments for `web.run_app` / `AppRunner`.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Final
 
 import structlog
@@ -20,6 +21,7 @@ from aiohttp.web_response import StreamResponse
 from .keys import METRICS
 from .metrics import Metrics
 from .request_id import HEADER as REQUEST_ID
+from .routing import STARTED
 
 # Probes and scrapes arrive every few seconds from every replica's kubelet and Prometheus:
 # logged at debug level so they do not drown the requests that matter.
@@ -39,6 +41,9 @@ def record(
     if isinstance(request, web.Request):  # a request the parser rejected was never routed
         resource = request.match_info.route.resource
         template = None if resource is None else resource.canonical
+        started = request.get(STARTED)
+        if started is not None:
+            seconds = time.perf_counter() - started
     route, served = metrics.route(template)
     status = response.status
     metrics.request_done(route, request.method, status, seconds)
@@ -56,7 +61,7 @@ def record(
         route=route,
         path=request.path[:_MAX_PATH],
         status=status,
-        duration_ms=round(seconds * 1000, 3),
+        duration_ms=round(seconds * 1000, 3),  # handler start to last byte written
         bytes=response.body_length,
         cache=cache,
         client=request.remote,

@@ -10,6 +10,7 @@ HTTP metrics are written by `access.AccessLogger`, which aiohttp calls once the 
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final, Protocol
@@ -33,8 +34,9 @@ log = structlog.get_logger(__name__)
 
 # Long enough not to hammer a database that is restarting, short enough for a dashboard.
 RETRY_AFTER_SECONDS: Final = 2
-# The route label of requests no route template matched (bounded, unlike the raw path).
-UNMATCHED: Final = "unmatched"
+# When the wrapper started on this request (time.perf_counter): aiohttp's own request time
+# comes from the event loop's clock, which has millisecond resolution under uvloop.
+STARTED: Final = web.RequestKey("started", float)
 
 _STATUS: Final[dict[type[ServiceError], int]] = {
     BadRequest: 400,
@@ -88,6 +90,7 @@ def wrap(handler: Handler, routing: Routing) -> Handler:
 
     @functools.wraps(handler)
     async def wrapped(request: web.Request) -> web.StreamResponse:
+        request[STARTED] = time.perf_counter()
         request_id = ids.for_request(request.headers.get(REQUEST_ID))
         # Everything logged while handling this request (a load it starts included) carries it.
         structlog.contextvars.bind_contextvars(request_id=request_id)

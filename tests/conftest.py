@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
 from service.access import server_options
 from service.app import create_app
@@ -93,6 +93,19 @@ class SQL:
 
 
 @pytest.fixture
+def password_user(sql: SQL, db_name: str) -> Iterator[tuple[str, str]]:
+    """A MariaDB account of its own with a password (SELECT on the test database only): its
+    connections are told apart from everyone else's, and the password must never leak."""
+    user, password = f"cmapi_t_{uuid.uuid4().hex[:8]}", "right-Pa55word"
+    for host in ("%", "localhost"):
+        sql(f"CREATE USER '{user}'@'{host}' IDENTIFIED BY '{password}'")
+        sql(f"GRANT SELECT ON `{db_name}`.* TO '{user}'@'{host}'")
+    yield user, password
+    for host in ("%", "localhost"):
+        sql(f"DROP USER IF EXISTS '{user}'@'{host}'")
+
+
+@pytest.fixture
 def sql(db_server: ServerAddress, db_name: str) -> Iterator[SQL]:
     runner = SQL(db_server, db_name)
     yield runner
@@ -133,7 +146,10 @@ def aiohttp_client(aiohttp_client: ClientFactory) -> ClientFactory:
 
     async def make(app: Any, **kwargs: Any) -> Any:
         if isinstance(app, web.Application) and METRICS in app:
-            kwargs.setdefault("server_kwargs", server_options(app))
+            # Started here: aiohttp's TestServer drops the runner arguments given to __init__.
+            server = TestServer(app)
+            await server.start_server(**server_options(app))
+            app = server
         return await aiohttp_client(app, **kwargs)
 
     return make

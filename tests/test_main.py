@@ -11,12 +11,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import pytest
 
 from service.devdb import ServerAddress
 
@@ -79,17 +75,6 @@ def test_missing_table_exits_1_naming_it(db_server: ServerAddress, db_name: str)
     assert line.startswith("cm-api: start-up failed: table 'invoices' does not exist")
     assert f"{db_server.host}:{db_server.port}" in line
     assert db_name in line
-
-
-@pytest.fixture
-def password_user(sql: SQL, db_name: str) -> Iterator[tuple[str, str]]:
-    user, password = f"cmapi_t_{uuid.uuid4().hex[:8]}", "right-Pa55word"
-    for host in ("%", "localhost"):
-        sql(f"CREATE USER '{user}'@'{host}' IDENTIFIED BY '{password}'")
-        sql(f"GRANT SELECT ON `{db_name}`.* TO '{user}'@'{host}'")
-    yield user, password
-    for host in ("%", "localhost"):
-        sql(f"DROP USER IF EXISTS '{user}'@'{host}'")
 
 
 def test_wrong_password_exits_1_with_clear_line(
@@ -165,8 +150,13 @@ def test_serves_and_stops_on_sigterm(
         process.kill() if process.poll() is None else None
     assert process.returncode == 0, stderr
     assert password not in stdout + stderr
-    hidden = [json.loads(line) for line in stdout.splitlines() if "columns_hidden" in line]
+    events = [json.loads(line) for line in stdout.splitlines()]  # every stdout line is JSON
+    hidden = [e for e in events if e["event"] == "columns_hidden"]
     assert [(e["table"], e["columns"]) for e in hidden] == [("user", ["password_hash"])]
+    started = next(e for e in events if e["event"] == "starting")
+    assert started["settings"]["db_password"] == "<redacted>"
+    served = [e for e in events if e["event"] == "request" and e["route"] == "/acc/"]
+    assert [(e["status"], e["cache"], e["level"]) for e in served] == [(200, "MISS", "info")]
     left = sql("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = %s", (user,))
     assert left[0][0] == 0
 

@@ -1,0 +1,180 @@
+"""What the service logs, captured with structlog's capture_logs over the real app and MariaDB:
+one access event per request with its request id (echoed to the client), probes and scrapes at
+debug level, database failures once per incident, never a password."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import structlog
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from structlog.testing import capture_logs
+
+from service.app import create_app
+from service.logs import configure_logging
+from service.settings import Settings
+
+from .conftest import SQL
+
+Client = TestClient[web.Request, web.Application]
+Events = list[dict[str, Any]]
+
+
+@pytest.fixture
+def logs() -> Iterator[Events]:
+    """Every event logged during the test, with the context bound to it (as in production)."""
+    structlog.contextvars.clear_contextvars()
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as captured:
+        yield captured
+
+
+def requests(events: Events) -> Events:
+    return [e for e in events if e["event"] == "request"]
+
+
+async def settle() -> None:
+    """aiohttp reports a response just after writing its last byte, which the client may have
+    read first: let the server's side of the loop finish that turn."""
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+async def test_one_access_event_per_request_with_the_incoming_request_id(
+    client: Client, logs: Events
+) -> None:
+    response = await client.get("/acc/", headers={"X-Request-ID": "dash-42.a:b"})
+    assert response.headers["X-Request-ID"] == "dash-42.a:b"
+    await settle()
+    (event,) = requests(logs)
+    assert event["request_id"] == "dash-42.a:b"
+    assert event["log_level"] == "info"
+    assert (event["method"], event["route"], event["path"]) == ("GET", "/acc/", "/acc/")
+    assert (event["status"], event["cache"], event["client"]) == (200, "MISS", "127.0.0.1")
+    assert event["bytes"] > len(await response.read())  # headers included
+    assert 0 < event["duration_ms"] < 10_000
+
+
+@pytest.mark.parametrize("incoming", [None, "", "has spaces", "x" * 129, "naïve", "a\tb"])
+async def test_a_missing_or_malformed_request_id_is_replaced(
+    client: Client, logs: Events, incoming: str | None
+) -> None:
+    headers = {} if incoming is None else {"X-Request-ID": incoming}
+    response = await client.get("/acc/1", headers=headers)
+    made = response.headers["X-Request-ID"]
+    assert made
+    assert made != incoming
+    await settle()
+    assert [e["request_id"] for e in requests(logs)] == [made]
+
+
+async def test_request_ids_are_unique(client: Client, logs: Events) -> None:
+    ids = {(await client.get("/acc/")).headers["X-Request-ID"] for _ in range(50)}
+    assert len(ids) == 50
+
+
+async def test_errors_and_unmatched_paths_are_logged_with_a_bounded_route(
+    client: Client, logs: Events
+) -> None:
+    await client.get("/some/raw/path/123")
+    await client.get("/acc/?limit=nope")
+    await client.delete("/acc/7")
+    await settle()
+    got = [(e["route"], e["path"], e["status"], e["method"]) for e in requests(logs)]
+    assert got == [
+        ("unmatched", "/some/raw/path/123", 404, "GET"),
+        ("/acc/", "/acc/", 400, "GET"),
+        ("/acc/{id}", "/acc/7", 405, "DELETE"),
+    ]
+
+
+async def test_scrapes_are_logged_at_debug_level(client: Client, logs: Events) -> None:
+    await client.get("/metrics")
+    await settle()
+    (event,) = requests(logs)
+    assert (event["route"], event["log_level"]) == ("/metrics", "debug")
+
+
+async def test_logs_inside_a_request_carry_its_id(
+    aiohttp_client: Callable[..., Any],
+    make_settings: Callable[..., Settings],
+    sql: SQL,
+    logs: Events,
+) -> None:
+    client = await aiohttp_client(create_app(make_settings(DB_QUERY_TIMEOUT="0.3")))
+    sql("LOCK TABLES `acc` WRITE")
+    try:
+        response = await client.get("/acc/", headers={"X-Request-ID": "traced-1"})
+    finally:
+        sql("UNLOCK TABLES")
+    assert response.status == 503
+    (failing,) = [e for e in logs if e["event"] == "database_failing"]
+    assert failing["request_id"] == "traced-1"
+
+
+async def test_database_failures_are_logged_once_per_incident(
+    aiohttp_client: Callable[..., Any],
+    make_settings: Callable[..., Settings],
+    sql: SQL,
+    password_user: tuple[str, str],
+    logs: Events,
+) -> None:
+    user, password = password_user
+    settings = make_settings(DB_USER=user, DB_PASSWORD=password, DB_QUERY_TIMEOUT="0.2")
+    client = await aiohttp_client(create_app(settings))
+    sql("LOCK TABLES `acc` WRITE")
+    try:
+        for n in range(1, 6):  # five different keys: five queries, five time-outs
+            assert (await client.get(f"/acc/{n}")).status == 503
+    finally:
+        sql("UNLOCK TABLES")
+    # /acc/1 failed within the last second: the cache would answer its error without a retry.
+    assert (await client.get("/acc/")).status == 200
+    await settle()
+    incident = [e for e in logs if e["event"] in ("database_failing", "database_recovered")]
+    assert [(e["event"], e["kind"]) for e in incident] == [
+        ("database_failing", "timeout"),
+        ("database_recovered", "timeout"),
+    ]
+    assert incident[0]["log_level"] == "warning"
+    assert "0.2 s" in incident[0]["reason"]
+    assert incident[1]["failures"] == 5
+    assert password not in repr(logs)
+    assert len(requests(logs)) == 6
+
+
+async def test_start_up_logs_pool_bounds_and_resources(
+    aiohttp_client: Callable[..., Any], make_settings: Callable[..., Settings], logs: Events
+) -> None:
+    await aiohttp_client(create_app(make_settings(DB_POOL_SIZE="4", DB_POOL_MIN_SIZE="2")))
+    (ready,) = [e for e in logs if e["event"] == "database_ready"]
+    assert (ready["pool_min"], ready["pool_max"]) == (2, 4)
+    assert ready["resources"]["acc"]["key"] == "id"
+    assert "password_hash" not in ready["resources"]["user"]["columns"]
+
+
+def test_standard_library_records_are_rendered_as_json(capsys: pytest.CaptureFixture[str]) -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure_logging("info", "json")
+        logging.getLogger("aiohttp.server").warning("bad %s", "thing")
+        structlog.get_logger("service").info("ours", n=1)
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+        structlog.reset_defaults()
+    theirs, ours = lines
+    assert (theirs["event"], theirs["level"], theirs["logger"]) == (
+        "bad thing",
+        "warning",
+        "aiohttp.server",
+    )
+    assert "timestamp" in theirs
+    assert (ours["event"], ours["level"], ours["n"]) == ("ours", "info", 1)
