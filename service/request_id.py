@@ -7,11 +7,24 @@ from __future__ import annotations
 import itertools
 import os
 import re
-from typing import Final
+from contextvars import ContextVar
+from typing import Any, Final
 
 HEADER: Final = "X-Request-ID"
 # Printable, header-safe and short enough for a log line; anything else is replaced, not trusted.
 _VALID: Final = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
+# The id of the request being handled in this context (tasks a handler starts inherit it). One
+# variable read by one processor: structlog's merge_contextvars copies the whole context on every
+# event, which cost 5 us per access line.
+CURRENT: Final[ContextVar[str | None]] = ContextVar("request_id", default=None)
+
+
+def add_request_id(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """structlog processor: the current request's id, unless the event names one itself."""
+    request_id = CURRENT.get()
+    if request_id is not None:
+        event_dict.setdefault("request_id", request_id)
+    return event_dict
 
 
 class RequestIds:

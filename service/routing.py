@@ -27,6 +27,7 @@ from .errors import (
     NotFound,
     ServiceError,
 )
+from .request_id import CURRENT as CURRENT_REQUEST_ID
 from .request_id import HEADER as REQUEST_ID
 from .request_id import RequestIds
 
@@ -93,7 +94,7 @@ def wrap(handler: Handler, routing: Routing) -> Handler:
         request[STARTED] = time.perf_counter()
         request_id = ids.for_request(request.headers.get(REQUEST_ID))
         # Everything logged while handling this request (a load it starts included) carries it.
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        token = CURRENT_REQUEST_ID.set(request_id)
         in_flight.inc()
         try:
             response = await handler(request)
@@ -107,6 +108,7 @@ def wrap(handler: Handler, routing: Routing) -> Handler:
             response = error_response(500, "internal_error", "internal server error")
         finally:
             in_flight.dec()
+            CURRENT_REQUEST_ID.reset(token)
         response.headers[REQUEST_ID] = request_id
         return response
 

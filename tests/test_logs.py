@@ -18,6 +18,7 @@ from structlog.testing import capture_logs
 
 from service.app import create_app
 from service.logs import configure_logging
+from service.request_id import add_request_id
 from service.settings import Settings
 
 from .conftest import SQL
@@ -29,8 +30,7 @@ Events = list[dict[str, Any]]
 @pytest.fixture
 def logs() -> Iterator[Events]:
     """Every event logged during the test, with the context bound to it (as in production)."""
-    structlog.contextvars.clear_contextvars()
-    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as captured:
+    with capture_logs(processors=[add_request_id]) as captured:
         yield captured
 
 

@@ -1,8 +1,8 @@
 """A real Prometheus (Debian's `prometheus` package), started with the scrape configuration in
 deploy/prometheus/, scrapes a running cm-api: its `up` is 1 and a cm-api series arrives.
 
-Only the target address, the scrape interval and time-out are changed from the file in deploy/ (the test
-server's port is not 8080, and a test should not wait 15 s for the first scrape)."""
+Only the target address, the scrape interval and its time-out differ from the file in deploy/
+(the test server's port is not 8080, and a test should not wait 15 s for the first scrape)."""
 
 from __future__ import annotations
 
