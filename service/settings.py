@@ -139,7 +139,12 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         "67108864",
         "bytes of cached bodies (plain and gzip) kept in memory; least recently used go first",
     ),
-    Variable("LOG_LEVEL", "info", "debug, info, warning or error"),
+    Variable(
+        "LOG_LEVEL",
+        "info",
+        "debug, info, warning or error; info writes one line per request"
+        " (probes and scrapes only at debug)",
+    ),
     Variable(
         "LOG_FORMAT",
         "auto",
