@@ -25,7 +25,7 @@ def _dumps(value: Any, **_: Any) -> bytes:
 
 
 def _dumps_text(value: Any, **_: Any) -> str:
-    return orjson.dumps(value, default=str).decode()
+    return _dumps(value).decode()
 
 
 class LoopFlushedLogger:

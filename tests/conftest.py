@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import uuid
 from collections.abc import Callable, Iterator
@@ -185,3 +186,15 @@ async def wait_until(condition: Callable[[], bool], within: float = 5.0) -> None
             return
         await asyncio.sleep(step)
     assert condition(), f"not true within {within:g} s"
+
+
+def prometheus_tool(name: str) -> str:
+    """The path of `promtool` or `prometheus` (Debian's `prometheus` package). Without it a test
+    fails under CI, which installs the package, and is skipped elsewhere."""
+    found = shutil.which(name)
+    if found is None:
+        message = f"{name} not found: apt-get install prometheus (.ci/run installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return found

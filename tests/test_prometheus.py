@@ -8,32 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
 import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from .conftest import ROOT, free_port
+from .conftest import ROOT, free_port, prometheus_tool
 
 Client = TestClient[web.Request, web.Application]
 CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 STARTUP_LIMIT = 60.0  # seconds for Prometheus to start and scrape at least once
-
-
-def prometheus_binary() -> str:
-    found = shutil.which("prometheus")
-    if found is None:
-        message = "prometheus not found: apt-get install prometheus (.ci/run installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
 
 
 def query(port: int, expr: str) -> list[dict[str, Any]]:
@@ -46,7 +33,7 @@ def query(port: int, expr: str) -> list[dict[str, Any]]:
 
 
 async def test_real_prometheus_scrapes_the_service(client: Client, tmp_path: Path) -> None:
-    binary = prometheus_binary()
+    binary = prometheus_tool("prometheus")
     config = CONFIG.read_text(encoding="utf-8")
     assert '"127.0.0.1:8080"' in config
     assert "scrape_interval: 15s" in config
