@@ -10,13 +10,12 @@ from collections.abc import Mapping
 
 import prometheus_client
 import structlog
-from aiohttp import web
 
 from . import __version__
-from .access import server_options
 from .app import create_app
 from .errors import StartupError
 from .logs import configure_logging
+from .server import serve
 from .settings import SettingsError, load_settings
 
 
@@ -29,7 +28,8 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 
 
 def main(env: Mapping[str, str] | None = None) -> int:
-    """Run the service until SIGINT/SIGTERM; return the process exit code."""
+    """Run the service until SIGTERM/SIGINT and a graceful drain (server.py); return the
+    process exit code."""
     try:
         settings = load_settings(os.environ if env is None else env)
     except SettingsError as exc:
@@ -42,15 +42,11 @@ def main(env: Mapping[str, str] | None = None) -> int:
     log = structlog.get_logger("service")
     log.info("starting", version=__version__, settings=settings.public())
     try:
-        app = create_app(settings)
-        web.run_app(
-            app,
-            host=settings.http_host,
-            port=settings.http_port,
-            print=None,
-            loop=_new_loop(),
-            **server_options(app),
-        )
+        with asyncio.Runner(loop_factory=_new_loop) as runner:
+            runner.run(serve(create_app(settings), settings))
+    except asyncio.CancelledError:
+        log.info("stopped", during="start-up")
+        return 0
     except StartupError as exc:
         log.error("startup_failed", error=str(exc))
         sys.stderr.write(f"cm-api: start-up failed: {exc}\n")

@@ -7,13 +7,15 @@ from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry
 
 from .cache import ReadThroughCache
 from .db import Database
 from .errors import DatabaseQueryError, DatabaseUnavailable, StartupError
 from .handlers import ResourceHandlers
-from .keys import CACHE, CATALOG, DATABASE, METRICS, SETTINGS
+from .health import Readiness, livez, readyz
+from .keys import CACHE, CATALOG, DATABASE, METRICS, READINESS, SETTINGS
 from .metrics import Metrics
 from .request_id import RequestIds
 from .resources import build_catalog
@@ -22,8 +24,10 @@ from .settings import Settings
 
 log = structlog.get_logger(__name__)
 
-# Seconds the pool waits at shutdown for connections still serving a request.
-POOL_CLOSE_GRACE = 10.0
+# Seconds the pool waits at shutdown for connections still in use. By then the server has let
+# in-flight requests finish (SHUTDOWN_GRACE_SECONDS) and the cache has cancelled its loads, so
+# this only covers a connection on its way back.
+POOL_CLOSE_GRACE = 5.0
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -82,6 +86,19 @@ async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
     await cache.close()
 
 
+async def readiness_ctx(app: web.Application) -> AsyncIterator[None]:
+    """/readyz's state; needs the database, so it comes after database_ctx."""
+    catalog = app[CATALOG]
+    readiness = Readiness(
+        app[DATABASE].ping,
+        schema=f"{len(catalog.resources)} table(s) verified at start-up",
+    )
+    app[READINESS] = readiness
+    app[METRICS].watch_readiness(lambda: readiness.ready)
+    yield
+    await readiness.close()
+
+
 def create_app(settings: Settings, *, registry: CollectorRegistry | None = None) -> web.Application:
     """The app; its metrics go to `registry` (a new one by default, never the global one).
     Serve it with `access.server_options(app)` for the access log and HTTP metrics."""
@@ -91,6 +108,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     metrics = app[METRICS] = Metrics(registry)
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(cache_ctx)
+    app.cleanup_ctx.append(readiness_ctx)
     routing = Routing(RequestIds(), metrics.http_in_flight)
     router = app.router
     for name in settings.resources:
@@ -102,7 +120,14 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         ):
             add_read_only(router, path, handler, routing)
             metrics.add_route(path, name)
-    add_read_only(router, "/metrics", metrics.handler(), routing)
-    metrics.add_route("/metrics")
+    probes_and_scrape: tuple[tuple[str, Handler], ...] = (
+        ("/livez", livez),
+        ("/readyz", readyz),
+        ("/metrics", metrics.handler()),
+    )
+    # Not data routes: no cache in front of them, no resource in their metrics.
+    for path, endpoint in probes_and_scrape:
+        add_read_only(router, path, endpoint, routing)
+        metrics.add_route(path)
     add_not_found(router, settings.resources, routing)
     return app

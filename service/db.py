@@ -274,6 +274,41 @@ class Database:
         if self._incident is not None:
             self._recovered()
 
+    async def ping(self) -> float:
+        """One COM_PING on a pooled connection, bounded by the acquire and query time-outs;
+        the seconds it took. For readiness: not counted as a query and not an incident (the
+        caller reports its failures). Raises DatabaseUnavailable with a `detail` for the log."""
+        s = self._settings
+        try:
+            conn = await self._pool.acquire(s.db_acquire_timeout)
+        except AcquireTimeout as exc:
+            raise DatabaseUnavailable("the connection pool is exhausted", detail=str(exc)) from None
+        except PoolClosed:
+            raise DatabaseUnavailable("the service is shutting down") from None
+        except (pymysql.err.MySQLError, OSError) as exc:
+            raise DatabaseUnavailable(
+                "cannot connect to the database", detail=_describe(exc)
+            ) from None
+        started = time.perf_counter()
+        discard: str | None = "cancelled"
+        try:
+            async with asyncio.timeout(s.db_query_timeout):
+                await conn.ping(reconnect=False)
+            discard = None
+        except TimeoutError:
+            discard = "timeout"
+            raise DatabaseUnavailable(
+                f"the database did not answer a ping within {s.db_query_timeout:g} s"
+            ) from None
+        except (pymysql.err.MySQLError, OSError) as exc:
+            discard = "broken"
+            raise DatabaseUnavailable(
+                "the database connection was lost", detail=_describe(exc)
+            ) from None
+        finally:
+            self._pool.release(conn, discard=discard)
+        return time.perf_counter() - started
+
     def _failed(self, resource: str, kind: str, reason: str) -> None:
         """Count a failed statement; log it when an incident starts or changes kind. `reason`
         never holds the password (the driver's messages do not contain it)."""

@@ -7,9 +7,12 @@ from __future__ import annotations
 class ServiceError(Exception):
     code = "internal_error"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, detail: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        # What the operator's log may say beyond `message` (e.g. the driver's error); never
+        # sent to a client.
+        self.detail = detail
 
 
 class BadRequest(ServiceError):

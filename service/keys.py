@@ -13,6 +13,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     from .cache import ReadThroughCache
     from .db import Database
+    from .health import Readiness
     from .metrics import Metrics
     from .resources import Catalog
     from .settings import Settings
@@ -22,3 +23,4 @@ DATABASE: web.AppKey[Database] = web.AppKey("database")
 CATALOG: web.AppKey[Catalog] = web.AppKey("catalog")
 CACHE: web.AppKey[ReadThroughCache] = web.AppKey("cache")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+READINESS: web.AppKey[Readiness] = web.AppKey("readiness")

@@ -64,13 +64,20 @@ OTHER_LABEL: Final = "other"  # resource label of queries outside any resource (
 
 
 class _StateCollector(Collector):
-    """Pool and cache gauges (and their lifetime counters), read when Prometheus scrapes."""
+    """Readiness, pool and cache gauges (and lifetime counters), read when Prometheus scrapes."""
 
     def __init__(self) -> None:
         self.pool: Callable[[], PoolStats] | None = None
         self.cache: Callable[[], CacheStats] | None = None
+        self.ready: Callable[[], bool] | None = None
 
     def collect(self) -> Iterable[Metric]:
+        if self.ready is not None:
+            yield GaugeMetricFamily(
+                "cmapi_ready",
+                "1 when the last readiness check passed, 0 when not ready or shutting down",
+                value=1 if self.ready() else 0,
+            )
         if self.pool is not None:
             yield from _pool_metrics(self.pool())
         if self.cache is not None:
@@ -235,6 +242,9 @@ class Metrics:
 
     def watch_cache(self, stats: Callable[[], CacheStats]) -> None:
         self._state.cache = stats
+
+    def watch_readiness(self, ready: Callable[[], bool]) -> None:
+        self._state.ready = ready
 
     def add_route(self, template: str, resource: str | None = None) -> None:
         """Declare a route template (and the resource it serves), with its main series at 0."""

@@ -150,6 +150,18 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         "auto",
         "json, console, or auto (console on a terminal, JSON otherwise)",
     ),
+    Variable(
+        "SHUTDOWN_DELAY_SECONDS",
+        "5",
+        "after SIGTERM, seconds the server goes on serving while /readyz answers 503, so load "
+        "balancers stop sending traffic before the listener closes",
+    ),
+    Variable(
+        "SHUTDOWN_GRACE_SECONDS",
+        "20",
+        "after that delay, seconds requests in flight get to finish before they are cut; "
+        "the process exits within delay + grace + 5 s",
+    ),
 )
 
 _BY_NAME: Final[Mapping[str, Variable]] = {v.name: v for v in VARIABLES}
@@ -183,6 +195,8 @@ class Settings:
     cache_max_bytes: int
     log_level: str
     log_format: str
+    shutdown_delay_seconds: float
+    shutdown_grace_seconds: float
 
     def public(self) -> dict[str, object]:
         """Every setting for the start-up log line, secrets redacted (set or not is shown)."""
@@ -317,4 +331,6 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         cache_max_bytes=r.integer("CACHE_MAX_BYTES", 0, 2**40),
         log_level=r.choice("LOG_LEVEL", LOG_LEVELS),
         log_format=r.choice("LOG_FORMAT", LOG_FORMATS),
+        shutdown_delay_seconds=r.number("SHUTDOWN_DELAY_SECONDS", 0, 300),
+        shutdown_grace_seconds=r.number("SHUTDOWN_GRACE_SECONDS", 0, 3600),
     )

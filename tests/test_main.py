@@ -131,6 +131,7 @@ def test_serves_and_stops_on_sigterm(
         "DB_PASSWORD": password,
         "HTTP_HOST": "127.0.0.1",
         "HTTP_PORT": str(port),
+        "SHUTDOWN_DELAY_SECONDS": "0",  # the drain has its own tests (test_shutdown.py)
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "service"],

@@ -146,6 +146,7 @@ def test_every_variable_is_read() -> None:
         "RESOURCES": "acc", "EXPOSE_SECRET_COLUMNS": "acc.token", "LOG_LEVEL": "debug",
         "LOG_FORMAT": "json", "CACHE_TTL_SECONDS": "0", "CACHE_STALE_WHILE_REVALIDATE_SECONDS": "1",
         "CACHE_STALE_IF_ERROR_SECONDS": "0.5", "CACHE_MAX_BYTES": "1024",
+        "SHUTDOWN_DELAY_SECONDS": "0", "SHUTDOWN_GRACE_SECONDS": "1",
     }  # fmt: skip
     names = {v.name for v in VARIABLES}
     assert set(others) | {"DB_PASSWORD_FILE"} == names
