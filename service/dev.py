@@ -30,6 +30,8 @@ def main() -> int:
     # stay importable (and testable) on its own.
     from service.__main__ import main as serve  # noqa: PLC0415
 
+    # No load balancer to drain in development: Ctrl-C stops at once.
+    os.environ.setdefault("SHUTDOWN_DELAY_SECONDS", "0")
     if os.environ.get("DB_HOST"):
         return serve()
 
