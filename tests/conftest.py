@@ -188,13 +188,18 @@ async def wait_until(condition: Callable[[], bool], within: float = 5.0) -> None
     assert condition(), f"not true within {within:g} s"
 
 
-def prometheus_tool(name: str) -> str:
-    """The path of `promtool` or `prometheus` (Debian's `prometheus` package). Without it a test
-    fails under CI, which installs the package, and is skipped elsewhere."""
+def required_tool(name: str, package: str) -> str:
+    """The path of command `name`, from `package`. Without it a test fails under CI (which
+    installs it) and is skipped elsewhere."""
     found = shutil.which(name)
     if found is None:
-        message = f"{name} not found: apt-get install prometheus (.ci/run installs it)"
+        message = f"{name} not found: install {package} (.ci/run does)"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
     return found
+
+
+def prometheus_tool(name: str) -> str:
+    """`promtool` or `prometheus`, from Debian's `prometheus` package."""
+    return required_tool(name, "Debian's prometheus package")
