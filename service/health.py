@@ -17,10 +17,9 @@ from typing import Final
 import structlog
 from aiohttp import web
 
-from .encoding import encode
 from .errors import DatabaseUnavailable
 from .keys import READINESS
-from .routing import RETRY_AFTER_SECONDS
+from .routing import RETRY_AFTER_SECONDS, json_response
 
 log = structlog.get_logger(__name__)
 
@@ -135,17 +134,8 @@ class Readiness:
         return check
 
 
-def _json(status: int, body: object, headers: dict[str, str] | None = None) -> web.Response:
-    response = web.Response(
-        status=status, body=encode(body), content_type="application/json", headers=headers
-    )
-    # A probe's answer is about this instant: no cache between it and the prober may keep it.
-    response.headers["Cache-Control"] = "no-store"
-    return response
-
-
 async def livez(request: web.Request) -> web.Response:
-    return _json(200, {"status": "alive"})
+    return json_response(200, {"status": "alive"})
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -163,5 +153,5 @@ async def readyz(request: web.Request) -> web.Response:
             {"name": c.name, "status": c.status, "message": c.message} for c in report.checks
         ]
     if report.ready:
-        return _json(200, body)
-    return _json(503, body, {"Retry-After": str(RETRY_AFTER_SECONDS)})
+        return json_response(200, body)
+    return json_response(503, body, {"Retry-After": str(RETRY_AFTER_SECONDS)})

@@ -73,15 +73,19 @@ class Routing:
     in_flight: InFlight = field(default_factory=_NoGauge)
 
 
-def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> web.Response:
-    body = encode({"error": {"code": code, "message": message}})
+def json_response(status: int, body: object, headers: dict[str, str] | None = None) -> web.Response:
+    """An answer about this instant (an error, a probe): JSON that no cache may keep."""
     response = web.Response(
-        status=status, body=body, content_type="application/json", headers=headers
+        status=status, body=encode(body), content_type="application/json", headers=headers
     )
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return json_response(status, {"error": {"code": code, "message": message}}, headers)
 
 
 def wrap(handler: Handler, routing: Routing) -> Handler:

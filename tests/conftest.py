@@ -12,8 +12,10 @@ import asyncio
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +188,18 @@ async def wait_until(condition: Callable[[], bool], within: float = 5.0) -> None
             return
         await asyncio.sleep(step)
     assert condition(), f"not true within {within:g} s"
+
+
+def spawn_service(env: Mapping[str, str]) -> subprocess.Popen[str]:
+    """The real process, `python -m service`, with `env` over this process's environment and
+    its stdout and stderr piped as text."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "service"],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def required_tool(name: str, package: str) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from service.devdb import ServerAddress
 
-from .conftest import SQL, base_env, free_port
+from .conftest import SQL, base_env, free_port, spawn_service
 
 STARTUP_LIMIT = 30.0
 
@@ -125,7 +125,6 @@ def test_serves_and_stops_on_sigterm(
     user, password = password_user
     port = free_port()
     env = {
-        **os.environ,
         **base_env(db_server, db_name),
         "DB_USER": user,
         "DB_PASSWORD": password,
@@ -133,13 +132,7 @@ def test_serves_and_stops_on_sigterm(
         "HTTP_PORT": str(port),
         "SHUTDOWN_DELAY_SECONDS": "0",  # the drain has its own tests (test_shutdown.py)
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = spawn_service(env)
     try:
         body = _get_when_up(f"http://127.0.0.1:{port}/acc/", process)
         assert body.startswith(b'[{"id":1,')

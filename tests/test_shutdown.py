@@ -10,11 +10,9 @@ the service's SELECTs wait inside MariaDB until it unlocks."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -27,7 +25,7 @@ import pytest
 
 from service.devdb import ServerAddress
 
-from .conftest import SQL, base_env, free_port
+from .conftest import SQL, base_env, free_port, spawn_service
 
 STARTUP_LIMIT = 30.0
 
@@ -76,7 +74,6 @@ def start_service(
     def start(**overrides: str) -> Service:
         port = free_port()
         env = {
-            **os.environ,
             **base_env(db_server, db_name),
             "DB_USER": user,
             "DB_PASSWORD": password,
@@ -86,13 +83,7 @@ def start_service(
             "CACHE_TTL_SECONDS": "0",
             **overrides,
         }
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        process = spawn_service(env)
         started.append(process)
         service = Service(process, port, user)
         deadline = time.monotonic() + STARTUP_LIMIT
@@ -227,7 +218,6 @@ def test_a_second_signal_exits_at_once(start_service: Callable[..., Service], sq
 def test_sigterm_during_start_up_stops_the_retries(db_name: str) -> None:
     closed = free_port()
     env = {
-        **os.environ,
         "DB_HOST": "127.0.0.1",
         "DB_PORT": str(closed),
         "DB_USER": "nobody",
@@ -237,13 +227,7 @@ def test_sigterm_during_start_up_stops_the_retries(db_name: str) -> None:
         "HTTP_PORT": str(free_port()),
         "LOG_FORMAT": "json",
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = spawn_service(env)
     try:
         assert process.stdout is not None
         for line in process.stdout:  # the first failed attempt proves start-up is under way
