@@ -35,7 +35,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
     except SettingsError as exc:
         sys.stderr.write(f"cm-api: invalid configuration: {exc}\n")
         return 2
-    configure_logging(settings.log_level, settings.log_format)
+    access_lines = configure_logging(settings.log_level, settings.log_format)
     # Process-wide switch of prometheus-client: no `_created` twin of every counter and
     # histogram series (a third of the scrape; Prometheus' own `resets()` covers restarts).
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -43,7 +43,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
     log.info("starting", version=__version__, settings=settings.public())
     try:
         with asyncio.Runner(loop_factory=_new_loop) as runner:
-            runner.run(serve(create_app(settings), settings))
+            runner.run(serve(create_app(settings), settings, access_lines))
     except asyncio.CancelledError:
         log.info("stopped", during="start-up")
         return 0

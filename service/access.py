@@ -19,6 +19,7 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
 from .keys import METRICS
+from .logs import AccessSink, structlog_access_lines
 from .metrics import Metrics
 from .request_id import HEADER as REQUEST_ID
 from .routing import STARTED
@@ -32,13 +33,15 @@ _MAX_PATH: Final = 512  # the raw path is logged for debugging, not trusted to b
 
 def record(
     metrics: Metrics,
-    log: Any,
+    sink: AccessSink,
     request: BaseRequest,
     response: StreamResponse,
     seconds: float,
 ) -> None:
     template: str | None = None
-    if isinstance(request, web.Request):  # a request the parser rejected was never routed
+    # A request the parser rejected was never routed. (The type test first: isinstance goes
+    # through ABCMeta's __instancecheck__, requests being MutableMappings.)
+    if type(request) is web.Request or isinstance(request, web.Request):
         resource = request.match_info.route.resource
         template = None if resource is None else resource.canonical
         started = request.get(STARTED)
@@ -53,33 +56,35 @@ def record(
             metrics.cache_result(served, _RESULTS.get(cache, "other"))
         elif status >= 500:
             metrics.cache_result(served, "error")
-    emit = log.debug if route in QUIET_ROUTES else log.info
-    emit(
-        "request",
-        request_id=response.headers.get(REQUEST_ID),
-        method=request.method,
-        route=route,
-        path=request.path[:_MAX_PATH],
-        status=status,
-        duration_ms=round(seconds * 1000, 3),  # handler start to last byte written
-        bytes=response.body_length,
-        cache=cache,
-        client=request.remote,
+    sink(
+        logging.DEBUG if route in QUIET_ROUTES else logging.INFO,
+        {
+            "request_id": response.headers.get(REQUEST_ID),
+            "method": request.method,
+            "route": route,
+            "path": request.path[:_MAX_PATH],
+            "status": status,
+            "duration_ms": round(seconds * 1000, 3),  # handler start to last byte written
+            "bytes": response.body_length,
+            "cache": cache,
+            "client": request.remote,
+        },
     )
 
 
-def server_options(app: web.Application) -> dict[str, Any]:
+def server_options(app: web.Application, sink: AccessSink | None = None) -> dict[str, Any]:
     """Keyword arguments for `web.run_app` / `web.AppRunner` / aiohttp's TestServer that make
-    the server report every response of `app` through `record`."""
+    the server report every response of `app` through `record`, its line written by `sink`
+    (logs.configure_logging's), else through structlog's "cm_api.access" logger."""
     metrics = app[METRICS]
 
     class AccessLogger(AbstractAccessLogger):
         def __init__(self, logger: logging.Logger, log_format: str) -> None:
             super().__init__(logger, log_format)
-            self._log = structlog.get_logger("cm_api.access")
+            self._sink = sink or structlog_access_lines(structlog.get_logger("cm_api.access"))
 
         def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
-            record(metrics, self._log, request, response, time)
+            record(metrics, self._sink, request, response, time)
 
     # aiohttp only wants a truthy logger object here: the lines go through structlog.
     return {"access_log_class": AccessLogger, "access_log": logging.getLogger("cm_api.access")}

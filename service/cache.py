@@ -22,8 +22,8 @@ import gzip
 import hashlib
 import time
 from collections.abc import Awaitable, Callable, Hashable
-from dataclasses import dataclass
-from typing import Final, NamedTuple
+from dataclasses import dataclass, field
+from typing import Any, Final, NamedTuple
 
 import structlog
 from cachetools import TTLCache
@@ -67,6 +67,9 @@ class Entry:
     tag: str  # strong entity tag of `body`, without quotes; the gzip copy's is tag + "-gzip"
     headers: tuple[tuple[str, str], ...]
     loaded_at: float  # clock time the load started: the data is at least this old
+    # Whatever the code serving the entry derives from it and keeps to save work on later
+    # hits (responses.py: the response headers). Not part of the entry's identity.
+    memo: dict[Hashable, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def size(self) -> int:

@@ -8,6 +8,7 @@ from typing import Final
 
 from aiohttp import web
 from aiohttp.helpers import ETAG_ANY, ETag
+from multidict import CIMultiDict
 
 from .cache import Lookup, Outcome
 
@@ -51,39 +52,63 @@ def not_modified(if_none_match: tuple[ETag, ...] | None, tag: str) -> bool:
     return any(t.value in accepted for t in if_none_match)
 
 
-def cache_status(lookup: Lookup) -> str:
+def whole_seconds(freshness: float) -> int:
     # Rounded away from zero, so a positive ttl always means fresh and a negative one stale.
-    freshness = lookup.freshness
-    ttl = math.ceil(freshness) if freshness > 0 else math.floor(freshness)
-    outcome = lookup.outcome
+    return math.ceil(freshness) if freshness > 0 else math.floor(freshness)
+
+
+def cache_status(lookup: Lookup) -> str:
+    """RFC 9211 Cache-Status of a lookup."""
+    ttl = whole_seconds(lookup.freshness)
+    outcome, detail = lookup.outcome, lookup.detail
     if outcome is Outcome.HIT:
         return f"{CACHE_NAME}; hit; ttl={ttl}"
     if outcome is Outcome.MISS:
-        stored = "; stored" if lookup.detail == "stored" else ""
+        stored = "; stored" if detail == "stored" else ""
         return f"{CACHE_NAME}; fwd=miss; ttl={ttl}{stored}"
     if outcome is Outcome.COALESCED:
         return f"{CACHE_NAME}; fwd=miss; ttl={ttl}; collapsed"
-    if lookup.detail == "revalidating":
+    if detail == "revalidating":
         return f"{CACHE_NAME}; hit; ttl={ttl}; detail=revalidating"
-    return f"{CACHE_NAME}; fwd=stale; ttl={ttl}; detail={lookup.detail}"
+    return f"{CACHE_NAME}; fwd=stale; ttl={ttl}; detail={detail}"
+
+
+def _headers(lookup: Lookup, gzip: bool) -> CIMultiDict[str]:
+    """The response headers of `lookup` served plain or gzipped, without Content-Type and
+    Content-Encoding. They change only with the outcome and the whole seconds of age and
+    freshness, so the last set built is kept on the entry: polled hits of the same second
+    copy it instead of formatting it again."""
+    entry = lookup.entry
+    age = int(lookup.age)  # whole seconds; the clock is monotonic, so age >= 0
+    key = (gzip, lookup.outcome, lookup.detail)
+    stamp = (age, whole_seconds(lookup.freshness))
+    memo = entry.memo.get(key)
+    if memo is not None and memo[0] == stamp:
+        headers: CIMultiDict[str] = memo[1]
+        return headers
+    headers = CIMultiDict(
+        (
+            ("ETag", f'"{entry.tag}{GZIP_SUFFIX}"' if gzip else f'"{entry.tag}"'),
+            ("Cache-Control", "no-cache"),
+            ("Vary", "Accept-Encoding"),
+            ("Age", str(age)),
+            ("X-Cache", lookup.outcome.value),
+            ("Cache-Status", cache_status(lookup)),
+            *entry.headers,
+        )
+    )
+    entry.memo[key] = (stamp, headers)
+    return headers
 
 
 def cached_response(request: web.Request, lookup: Lookup) -> web.Response:
     entry = lookup.entry
     gzip = entry.gzip is not None and accepts_gzip(request.headers.get("Accept-Encoding", ""))
-    headers = {
-        "ETag": f'"{entry.tag}{GZIP_SUFFIX}"' if gzip else f'"{entry.tag}"',
-        "Cache-Control": "no-cache",
-        "Vary": "Accept-Encoding",
-        "Age": str(int(lookup.age)),  # whole seconds; the clock is monotonic, so age >= 0
-        "X-Cache": lookup.outcome.value,
-        "Cache-Status": cache_status(lookup),
-    }
-    headers.update(entry.headers)
+    headers = _headers(lookup, gzip)
     if not_modified(request.if_none_match, entry.tag):
         return web.Response(status=304, headers=headers)
-    headers["Content-Type"] = JSON
     if gzip:
-        headers["Content-Encoding"] = "gzip"
-        return web.Response(body=entry.gzip, headers=headers)
-    return web.Response(body=entry.body, headers=headers)
+        response = web.Response(body=entry.gzip, headers=headers, content_type=JSON)
+        response.headers["Content-Encoding"] = "gzip"
+        return response
+    return web.Response(body=entry.body, headers=headers, content_type=JSON)

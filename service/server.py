@@ -14,6 +14,7 @@ A second signal ends the process at once, with status 128 + the signal number.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import sys
@@ -24,6 +25,7 @@ from aiohttp import web
 
 from .access import server_options
 from .keys import READINESS
+from .logs import AccessSink
 from .settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -53,8 +55,11 @@ class _Signals:
             self._main.cancel()
 
 
-async def serve(app: web.Application, settings: Settings) -> None:
-    """Run `app` on settings' host and port until a signal, then drain as described above.
+async def serve(
+    app: web.Application, settings: Settings, access_lines: AccessSink | None = None
+) -> None:
+    """Run `app` on settings' host and port until a signal, then drain as described above;
+    access lines go to `access_lines` (see access.server_options).
     Start-up errors (StartupError, OSError from listening) propagate after cleanup; a signal
     during start-up raises CancelledError."""
     loop = asyncio.get_running_loop()
@@ -68,13 +73,16 @@ async def serve(app: web.Application, settings: Settings) -> None:
         handle_signals=False,
         # aiohttp's name for how long requests in flight may run once the listener is closed.
         shutdown_timeout=settings.shutdown_grace_seconds,
-        **server_options(app),
+        **server_options(app, access_lines),
     )
     try:
         await runner.setup()
         site = web.TCPSite(runner, settings.http_host, settings.http_port)
         await site.start()
         signals.serving = True
+        # What start-up built lives until exit: out of the collector's way, so that the
+        # collections requests trigger do not walk it again and again.
+        gc.freeze()
         log.info("listening", address=f"{settings.http_host}:{settings.http_port}")
         received = await signals.received
         app[READINESS].start_draining()

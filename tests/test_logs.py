@@ -5,6 +5,7 @@ debug level, database failures once per incident, never a password."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -17,7 +18,12 @@ from aiohttp.test_utils import TestClient
 from structlog.testing import capture_logs
 
 from service.app import create_app
-from service.logs import configure_logging
+from service.logs import (
+    LoopFlushedLogger,
+    UtcStamper,
+    configure_logging,
+    structlog_access_lines,
+)
 from service.request_id import add_request_id
 from service.settings import Settings
 
@@ -178,3 +184,87 @@ def test_standard_library_records_are_rendered_as_json(capsys: pytest.CaptureFix
     )
     assert "timestamp" in theirs
     assert (ours["event"], ours["level"], ours["n"]) == ("ours", "info", 1)
+
+
+# --- the writers behind the lines (no app: what they write, and when) ----------------------------
+
+
+class Writes:
+    """A binary file that records each write() call: the writer's batching is what is tested."""
+
+    def __init__(self) -> None:
+        self.calls: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self.calls.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for call in self.calls for line in call.splitlines()]
+
+
+def test_the_utc_stamper_matches_datetimes_iso_format() -> None:
+    # A fake clock, to hit exact instants: a second's edges, the same second twice (its cached
+    # prefix), a rounding up into the next second, a minute later.
+    instants = [1_790_000_000.25, 1_790_000_000.999999, 1_790_000_000.9999997, 1_790_000_001.0]
+    instants += [1_790_000_001.000001, 1_790_000_061.5]
+    times = iter(instants)
+    stamper = UtcStamper(clock=lambda: next(times))
+    stamps = [stamper.now() for _ in instants]
+    assert stamps == [
+        datetime.datetime.fromtimestamp(t, datetime.UTC)
+        .isoformat(timespec="microseconds")
+        .replace("+00:00", "Z")
+        for t in instants
+    ]
+    assert stamps[0] == "2026-09-21T14:13:20.250000Z"
+    assert stamps[2] == "2026-09-21T14:13:21.000000Z"
+
+
+def test_loop_lines_are_written_once_per_loop_turn_and_errors_at_once() -> None:
+    file = Writes()
+    out = LoopFlushedLogger(file)  # type: ignore[arg-type]
+
+    async def turn() -> None:
+        before = len(file.calls)
+        out.info("a")
+        out.info("b")
+        assert len(file.calls) == before  # not yet: at the end of this turn
+        await asyncio.sleep(0)
+        assert file.calls[before:] == [b"a\nb\n"]
+        out.info("c")
+        out.error("d")  # a warning or error goes out at once, with what was pending
+        assert file.calls[before + 1 :] == [b"c\nd\n"]
+        out.info("e")
+
+    asyncio.run(turn())
+    asyncio.run(turn())  # tests run many loops: each one gets its writes
+    assert b"".join(file.calls).split() == [b"a", b"b", b"c", b"d", b"e"] * 2
+    out.info("f")  # no loop running: written at once
+    assert file.calls[-1] == b"f\n"
+
+
+def test_the_fast_access_line_is_the_structlog_line(capsys: pytest.CaptureFixture[str]) -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        fast = configure_logging("info", "json")
+        assert fast is not None
+        fields = {"request_id": "r-1", "method": "GET", "route": "/acc/", "status": 200}
+        fast(logging.INFO, dict(fields))
+        fast(logging.DEBUG, dict(fields))  # below the level: not written
+        structlog_access_lines(structlog.get_logger("cm_api.access"))(logging.INFO, dict(fields))
+        structlog_access_lines(structlog.get_logger("cm_api.access"))(logging.DEBUG, dict(fields))
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert configure_logging("info", "console") is None  # the console goes through structlog
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+        structlog.reset_defaults()
+    ours, theirs = lines
+    assert list(ours) == list(theirs)  # same keys, same order
+    assert ours.pop("timestamp")[:19] == theirs.pop("timestamp")[:19]
+    assert ours == theirs == {**fields, "event": "request", "level": "info"}

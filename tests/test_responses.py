@@ -1,15 +1,16 @@
 """The pure parts of service/responses.py: which Accept-Encoding values admit gzip, which
-If-None-Match values match an entry (as aiohttp parses the header), and the RFC 9211
-Cache-Status value for each cache outcome."""
+If-None-Match values match an entry (as aiohttp parses the header), the RFC 9211
+Cache-Status value for each cache outcome, and the headers kept on an entry between hits."""
 
 from __future__ import annotations
 
 import pytest
+from aiohttp import web
 from aiohttp.helpers import ETAG_ANY, ETag
 from aiohttp.test_utils import make_mocked_request
 
 from service.cache import Entry, Lookup, Outcome
-from service.responses import accepts_gzip, cache_status, not_modified
+from service.responses import accepts_gzip, cache_status, cached_response, not_modified
 
 # --- accepts_gzip --------------------------------------------------------------------------------
 
@@ -212,3 +213,31 @@ def test_cache_status_ignores_the_entry() -> None:
     big = Entry(b"x" * 5000, b"z", "other", (("Link", "<x>"),), 0.0)
     lookup = Lookup(big, Outcome.HIT, age=0.0, freshness=5.0)
     assert cache_status(lookup) == "cm-api; hit; ttl=5"
+
+
+# --- cached_response: headers kept on the entry ---------------------------------------------------
+
+
+def test_headers_are_rebuilt_when_a_whole_second_passes_and_kept_apart_per_coding() -> None:
+    entry = Entry(body=b"[" + b"1," * 1000 + b"1]", gzip=b"gz", tag="t", headers=(), loaded_at=0.0)
+    plain = make_mocked_request("GET", "/acc/")
+    gzip = make_mocked_request("GET", "/acc/", headers={"Accept-Encoding": "gzip"})
+
+    def served(request: web.Request, age: float) -> dict[str, str]:
+        response = cached_response(request, Lookup(entry, Outcome.HIT, age, 5.0 - age))
+        response.headers["X-Request-ID"] = "r"  # what routing adds must not reach the entry
+        return dict(response.headers)
+
+    first = served(plain, 1.2)
+    assert served(plain, 1.9) == first  # the same second: the kept headers
+    assert (first["Age"], first["Cache-Status"], first["ETag"]) == (
+        "1",
+        "cm-api; hit; ttl=4",
+        '"t"',
+    )
+    later = served(plain, 2.1)
+    assert (later["Age"], later["Cache-Status"]) == ("2", "cm-api; hit; ttl=3")
+    zipped = served(gzip, 2.2)
+    assert (zipped["ETag"], zipped["Content-Encoding"]) == ('"t-gzip"', "gzip")
+    assert "Content-Encoding" not in served(plain, 2.3)
+    assert served(plain, 2.4)["Content-Type"] == "application/json"
