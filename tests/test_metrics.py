@@ -83,7 +83,7 @@ async def test_scrape_counts_a_known_sequence(client: Client, sql: SQL) -> None:
     assert m("cmapi_http_requests_total", route="unmatched", method="GET", status="404") == 1
     assert m("cmapi_http_requests_total", route="/acc/", method="POST", status="405") == 1
     assert m.total("cmapi_http_requests_total") == 8  # the scrape itself is not counted yet
-    assert m("cmapi_http_request_duration_seconds_count", route="/acc/", method="GET") == 4
+    assert m("cmapi_http_request_duration_seconds_count", route="/acc/") == 5  # any method
     assert m("cmapi_cache_requests_total", resource="acc", result="miss") == 2
     assert m("cmapi_cache_requests_total", resource="acc", result="hit") == 2
     assert m("cmapi_cache_requests_total", resource="user", result="miss") == 1
