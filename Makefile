@@ -22,4 +22,4 @@ test: venv
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 bench: venv
-	$(VENV)/bin/python -m bench.cache $(BENCH_ARGS)
+	$(VENV)/bin/python -m bench $(BENCH_ARGS)

@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,3 +92,37 @@ async def get(
             started=started,
             finished=finished,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Scrape:
+    """One `GET /metrics`."""
+
+    status: int
+    size: int  # body bytes as received
+    latency: float  # seconds to the last byte
+    text: str  # decompressed
+
+    def value(self, name: str) -> float:
+        """The value of an unlabelled sample, e.g. a gauge; KeyError when there is none."""
+        for family in text_string_to_metric_families(self.text):
+            for sample in family.samples:
+                if sample.name == name and not sample.labels:
+                    return float(sample.value)
+        raise KeyError(f"no sample {name} in the /metrics answer")
+
+    def total(self, name: str, **labels: str) -> float:
+        """The sum of the samples `name` whose labels include `labels` (0 when none)."""
+        return sum(
+            float(sample.value)
+            for family in text_string_to_metric_families(self.text)
+            for sample in family.samples
+            if sample.name == name and labels.items() <= sample.labels.items()
+        )
+
+
+async def scrape(client: aiohttp.ClientSession, url: str) -> Scrape:
+    """`GET /metrics` with gzip accepted, as Prometheus asks; parsed only when read."""
+    answer = await get(client, url, "/metrics")
+    raw = gzip.decompress(answer.body) if answer.encoding == "gzip" else answer.body
+    return Scrape(answer.status, len(answer.body), answer.latency, raw.decode("utf-8"))

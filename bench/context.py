@@ -1,44 +1,56 @@
-"""What every scenario gets: the run's options, database, SQL counter, processes and work
-directory."""
+"""What a scenario is (name, how to run it, how long it takes) and what it is given: the run's
+options, database, status reader, processes and work directory."""
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from .database import BenchDatabase
-from .processes import Processes, Relay, Server
-
-
-@dataclass(frozen=True, slots=True)
-class SelectCount:
-    """SELECTs over one interval, counted two ways."""
-
-    service: int  # sent by the service, counted on its own connections (bench.sqlcount)
-    server: int  # Com_select delta: every client of the database server, ours included
+from .dbstatus import Status, StatusReader
+from .processes import Processes, Server
+from .report import Outcome
 
 
 @dataclass(frozen=True, slots=True)
 class Context:
-    quick: bool
+    smoke: bool
     db: BenchDatabase
-    relay: Relay
+    status: StatusReader
     processes: Processes
     workdir: Path
 
-    async def start_service(self, label: str, **cache: str) -> Server:
-        """A fresh service process on the bench database (through the counting relay), ready
-        to answer; `cache` holds extra settings such as CACHE_TTL_SECONDS."""
-        env = {**self.db.service_env(via=self.relay.address), **cache}
-        server = self.processes.service(env, label)
+    async def start_service(self, label: str, **settings: str) -> Server:
+        """A fresh service process on the bench database, ready to answer; `settings` holds
+        extra environment such as CACHE_TTL_SECONDS."""
+        server = self.processes.service({**self.db.service_env(), **settings}, label)
         await server.wait_ready()
         return server
 
-    async def counters(self) -> tuple[int, int]:
-        """(service SELECTs, server Com_select) now; subtract two readings with `selects`."""
-        return await self.relay.selects(), await asyncio.to_thread(self.db.com_select)
+    async def start_reference(
+        self, label: str, bodies: Mapping[str, bytes], gzip_bodies: Mapping[str, bytes]
+    ) -> Server:
+        """The limit reference serving these bytes (written to files for it), ready."""
 
-    @staticmethod
-    def selects(before: tuple[int, int], after: tuple[int, int]) -> SelectCount:
-        return SelectCount(service=after[0] - before[0], server=after[1] - before[1])
+        def write(path: str, body: bytes, suffix: str) -> Path:
+            file = self.workdir / f"{label}{path.replace('/', '_')}{suffix}"
+            file.write_bytes(body)
+            return file
+
+        routes = {path: write(path, body, "json") for path, body in bodies.items()}
+        gzip_routes = {path: write(path, body, "json.gz") for path, body in gzip_bodies.items()}
+        server = self.processes.reference(routes, gzip_routes, label)
+        await server.wait_ready()
+        return server
+
+    async def read_status(self) -> Status:
+        return await self.status.read()
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    run: Callable[[Context], Awaitable[Outcome]]
+    seconds: Callable[[bool], float]  # estimated wall-clock time, given `smoke`
+    needs_wrk: bool = False

@@ -1,6 +1,7 @@
-"""Generated rows for the benchmark database: realistic lengths and value mixes, some NULLs.
+"""Generated rows for the benchmark database: realistic lengths and value mixes (DECIMAL,
+DATETIME, DATE, TEXT, non-ASCII and 4-byte characters), some NULLs.
 
-Deterministic for a given seed, so two runs serve bodies of the same size.
+Deterministic for a given seed and row counts, so two runs serve the same bytes.
 """
 
 from __future__ import annotations
@@ -64,9 +65,10 @@ USER_COLUMNS: Final = (
 )  # fmt: skip
 
 
-def generate(seed: int) -> Rows:
+def generate(seed: int, acc_rows: int = ACC_ROWS, user_rows: int = USER_ROWS) -> Rows:
     rng = random.Random(seed)
-    return Rows(acc=[_acc(rng, i) for i in range(1, ACC_ROWS + 1)], user=_users(rng))
+    acc = [_acc(rng, i) for i in range(1, acc_rows + 1)]
+    return Rows(acc=acc, user=_users(rng, user_rows, acc_rows))
 
 
 def _sentence(rng: random.Random, low: int, high: int) -> str:
@@ -99,9 +101,9 @@ def _acc(rng: random.Random, acc_id: int) -> tuple[object, ...]:
     return (acc_id, f"{name} #{acc_id}", rng.choice(_STATUSES), balance, credit, created, notes)
 
 
-def _users(rng: random.Random) -> list[tuple[object, ...]]:
+def _users(rng: random.Random, count: int, accounts: int) -> list[tuple[object, ...]]:
     rows: list[tuple[object, ...]] = []
-    for user_id in range(1, USER_ROWS + 1):
+    for user_id in range(1, count + 1):
         first, last = rng.choice(_FIRST), rng.choice(_LAST)
         login = f"{_ascii(first)}.{_ascii(last)}.{user_id}"
         full_name = None if rng.random() < 0.05 else f"{first} {last}"
@@ -121,7 +123,7 @@ def _users(rng: random.Random) -> list[tuple[object, ...]]:
         rows.append(
             (
                 user_id,
-                rng.randint(1, ACC_ROWS),
+                rng.randint(1, accounts),
                 login,
                 full_name,
                 email,

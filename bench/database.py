@@ -1,5 +1,4 @@
-"""The benchmark's own database: created with generated rows, dropped at the end, and watched
-through the server's global `Com_select` counter."""
+"""The benchmark's own database: created with generated rows, dropped at the end."""
 
 from __future__ import annotations
 
@@ -29,27 +28,34 @@ def server_address() -> ServerAddress:
     )
 
 
-def _connect(addr: ServerAddress, database: str | None = None) -> pymysql.Connection[Any]:
+def open_connection(addr: ServerAddress, database: str | None = None) -> pymysql.Connection[Any]:
     return connect(addr, timeout=10.0, query_timeout=3600.0, database=database)
 
 
 class BenchDatabase:
-    """`cmapi_bench_<random hex>` on the given server; `drop()` removes it (idempotent)."""
+    """`cmapi_bench_<random hex>` on the given server with `acc_rows` and `user_rows` generated
+    rows; `drop()` removes it (idempotent)."""
 
-    def __init__(self, addr: ServerAddress) -> None:
+    def __init__(self, addr: ServerAddress, acc_rows: int, user_rows: int) -> None:
         self.addr = addr
+        self.acc_rows = acc_rows
+        self.user_rows = user_rows
         self.name = f"cmapi_bench_{secrets.token_hex(4)}"
         self._created = False
-        self._monitor: pymysql.Connection[Any] | None = None
+
+    @property
+    def rows(self) -> dict[str, int]:
+        """Rows per list route, what a complete answer holds."""
+        return {"/acc/": self.acc_rows, "/user/": self.user_rows}
 
     def create(self, seed: int) -> None:
         """Create the schema and insert the generated rows."""
-        rows = data.generate(seed)
+        rows = data.generate(seed, self.acc_rows, self.user_rows)
         if self._exists():
             raise RuntimeError(f"database {self.name} already exists; not touching it")
         self._created = True  # before creating: a half-created database must be dropped too
         create_database(self.addr, self.name, [SCHEMA])
-        conn = _connect(self.addr, self.name)
+        conn = open_connection(self.addr, self.name)
         try:
             with conn.cursor() as cur:
                 for table, columns, values in (
@@ -63,7 +69,7 @@ class BenchDatabase:
             conn.close()
 
     def _exists(self) -> bool:
-        conn = _connect(self.addr)
+        conn = open_connection(self.addr)
         try:
             with conn.cursor() as cur:
                 cur.execute("SHOW DATABASES LIKE %s", (self.name,))
@@ -72,38 +78,24 @@ class BenchDatabase:
             conn.close()
 
     def drop(self) -> None:
-        if self._monitor is not None:
-            self._monitor.close()
-            self._monitor = None
         if self._created:
             drop_database(self.addr, self.name)
             self._created = False
 
-    def service_env(self, via: ServerAddress | None = None) -> dict[str, str]:
-        """DB_* settings for the service: this database, reached at `via` (a relay) if given."""
-        where = via or self.addr
+    def service_env(self) -> dict[str, str]:
+        """DB_* settings that point the service straight at this database."""
         return {
-            "DB_HOST": where.host,
-            "DB_PORT": str(where.port),
+            "DB_HOST": self.addr.host,
+            "DB_PORT": str(self.addr.port),
             "DB_USER": self.addr.user,
             "DB_PASSWORD": self.addr.password,
             "DB_NAME": self.name,
         }
 
-    def com_select(self) -> int:
-        """The server-wide count of SELECT statements so far (every client's, not only ours)."""
-        if self._monitor is None:
-            self._monitor = _connect(self.addr)
-        with self._monitor.cursor() as cur:
-            cur.execute("SHOW GLOBAL STATUS LIKE 'Com_select'")
-            row = cur.fetchone()
-        assert row is not None
-        return int(row[1])
-
-    def time_query(self, sql: str, repeats: int, via: ServerAddress | None = None) -> float:
-        """Median seconds to run `sql` and fetch every row with PyMySQL, on one connection
-        (to the server, or through `via`)."""
-        conn = _connect(via or self.addr, self.name)
+    def time_query(self, sql: str, repeats: int) -> float:
+        """Median seconds to run `sql` and fetch every row with PyMySQL, on one new connection
+        (which the server counts: call it outside a measured section)."""
+        conn = open_connection(self.addr, self.name)
         try:
             times: list[float] = []
             for _ in range(repeats):

@@ -1,10 +1,11 @@
-"""Starting, pinning, watching and stopping the processes of a run (the service, the bare app,
-the SQL-counting relay), so that every process a run starts is also stopped by it."""
+"""Starting, pinning, watching and stopping the processes of a run (the services and the limit
+reference), so that every process a run starts is also stopped by it."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -18,19 +19,15 @@ from typing import Final, TypeVar
 
 import aiohttp
 
-from service.devdb import ServerAddress
-
-from .sqlcount import read_totals
-
 REPO: Final = Path(__file__).resolve().parent.parent
-# The CPU the servers under test run on; load generators (and the relay) run on the other one.
+# The CPU the servers under test run on; the load generators run on the other one.
 SERVER_CPU: Final = 0
 CLIENT_CPU: Final = 1
 READY_TIMEOUT: Final = 30.0
 STOP_TIMEOUT: Final = 15.0
-# A route neither server has: it answers 404 without touching the database or the cache, so
-# polling it says "the app is up" without warming anything.
-PROBE_PATH: Final = "/nope"
+# Both servers answer it 200 when they can serve; the service's touches neither the cache nor
+# a SELECT (a ping at most), so waiting on it warms nothing.
+READY_PATH: Final = "/readyz"
 
 
 class ProcessError(RuntimeError):
@@ -55,6 +52,15 @@ def pin_self_to_client_cpu() -> None:
     """Keep the benchmark's own client work off the servers' CPU."""
     if CLIENT_CPU in os.sched_getaffinity(0):
         os.sched_setaffinity(0, {CLIENT_CPU})
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit (children inherit it: the
+    service holds one socket per client connection too); the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,58 +149,27 @@ class Server(Child):
         return f"http://127.0.0.1:{self.port}"
 
     async def wait_ready(self) -> None:
-        """Poll PROBE_PATH until the server answers at all (404 expected)."""
+        """Poll READY_PATH until it answers 200."""
         deadline = time.monotonic() + READY_TIMEOUT
         timeout = aiohttp.ClientTimeout(total=2)
+        last = "no answer"
         async with aiohttp.ClientSession(timeout=timeout) as session:
             while True:
                 self.check_alive()
                 try:
-                    async with session.get(self.url + PROBE_PATH) as resp:
+                    async with session.get(self.url + READY_PATH) as resp:
                         await resp.read()
-                        return
-                except (aiohttp.ClientError, TimeoutError):
-                    pass
+                        if resp.status == 200:
+                            return
+                        last = f"status {resp.status}"
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    last = type(exc).__name__
                 if time.monotonic() > deadline:
                     raise ProcessError(
-                        f"{self.name} did not answer within {READY_TIMEOUT:g} s" + self.log_tail()
+                        f"{self.name}: GET {READY_PATH} was not 200 within {READY_TIMEOUT:g} s "
+                        f"(last: {last})" + self.log_tail()
                     )
                 await asyncio.sleep(0.05)
-
-
-class Relay(Child):
-    """The SQL-counting relay (bench.sqlcount) in front of the database, on CLIENT_CPU."""
-
-    def __init__(self, target: ServerAddress, log: Path) -> None:
-        self.address = ServerAddress("127.0.0.1", free_port(), target.user, target.password)
-        self.control_port = free_port()
-        argv = [
-            sys.executable,
-            "-m",
-            "bench.sqlcount",
-            f"--port={self.address.port}",
-            f"--control-port={self.control_port}",
-            f"--target={target.host}:{target.port}",
-        ]
-        super().__init__("SQL-counting relay", argv, {}, log, CLIENT_CPU)
-
-    async def selects(self) -> int:
-        """SELECTs relayed so far."""
-        selects, _ = await read_totals(self.control_port)
-        return selects
-
-    async def wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while True:
-            self.check_alive()
-            try:
-                await self.selects()
-                return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise ProcessError(f"{self.name} did not start" + self.log_tail())
-            await asyncio.sleep(0.05)
 
 
 C = TypeVar("C", bound=Child)
@@ -209,17 +184,21 @@ class Processes:
 
     def service(self, env: Mapping[str, str], label: str) -> Server:
         argv = [sys.executable, "-m", "service"]
-        env = {"LOG_LEVEL": "warning", "LOG_FORMAT": "json", **env}
+        # No load balancer to drain: without the shutdown delay every stop would cost 5 s.
+        env = {"LOG_LEVEL": "warning", "LOG_FORMAT": "json", "SHUTDOWN_DELAY_SECONDS": "0", **env}
         return self._add(Server(f"service ({label})", argv, env, self.logdir / f"{label}.log"))
 
-    def bare(self, routes: Mapping[str, Path]) -> Server:
+    def reference(
+        self, routes: Mapping[str, Path], gzip_routes: Mapping[str, Path], label: str
+    ) -> Server:
+        """The limit reference (bench.bare): `routes` plain, `gzip_routes` to gzip askers."""
         argv = [sys.executable, "-m", "bench.bare"]
         for path, body in routes.items():
             argv += ["--route", f"{path}={body}"]
-        return self._add(Server("bare app", argv, {}, self.logdir / "bare.log"))
-
-    def relay(self, target: ServerAddress) -> Relay:
-        return self._add(Relay(target, self.logdir / "relay.log"))
+        for path, body in gzip_routes.items():
+            argv += ["--gzip-route", f"{path}={body}"]
+        log = self.logdir / f"reference-{label}.log"
+        return self._add(Server(f"limit reference ({label})", argv, {}, log))
 
     def _add(self, child: C) -> C:
         self._children.append(child)
@@ -233,7 +212,7 @@ class Processes:
             sys.stderr.write(f"warning: {child.name} stopped with status {code}\n")
 
     def stop_servers(self) -> None:
-        """Stop the HTTP servers still running (after each scenario); the relay stays."""
+        """Stop the HTTP servers still running (after each scenario)."""
         for child in [c for c in self._children if isinstance(c, Server)]:
             self.stop(child)
 

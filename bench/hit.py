@@ -1,0 +1,210 @@
+"""hit: what a cache HIT costs next to the limit of this machine, the limit reference writing
+the same bytes from memory; and what gzip and a 304 revalidation give.
+
+The service runs with a TTL of an hour, so after the first request every request is a HIT. Per
+path five variants take turns under the same wrk load: service and reference, each plain and
+gzip, and the service answering 304 to If-None-Match.
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass
+from typing import Final
+
+from .client import get, session
+from .context import Context, Scenario
+from .processes import Server
+from .report import Claim, Outcome, heading, say
+from .rounds import Rounds, Variant, run_rounds
+
+NAME: Final = "hit"
+PATHS: Final = ("/acc/", "/user/")
+SMOKE_PATHS: Final = PATHS[:1]  # the smoke exercises the code, so one path is enough
+TARGET_RATIO: Final = 0.9  # service/reference req/s, plain
+TARGET_GZIP: Final = 1.0  # gzip req/s over plain req/s, service
+TARGET_SHRINK: Final = 5.0  # plain bytes per response over gzip bytes per response
+TARGET_304: Final = 1.0  # 304 req/s over plain req/s, service
+GZIP: Final = {"Accept-Encoding": "gzip"}
+REFERENCE: Final = "limit reference"
+
+
+@dataclass(frozen=True, slots=True)
+class _Size:
+    paths: tuple[str, ...]
+    rounds: int
+    seconds: float
+    warmup: float
+
+
+FULL: Final = _Size(paths=PATHS, rounds=3, seconds=4.0, warmup=1.0)
+SMOKE: Final = _Size(paths=SMOKE_PATHS, rounds=1, seconds=1.0, warmup=0.0)
+VARIANTS: Final = 5
+
+
+@dataclass(frozen=True, slots=True)
+class _Bodies:
+    plain: bytes
+    gzip: bytes
+    etag: str  # the service's ETag for the plain body
+
+
+async def _bodies(url: str, path: str) -> _Bodies:
+    """Fill the cache, then read the plain and gzip answers and check a 304, as wrk will ask."""
+    async with session(limit=1) as client:
+        await get(client, url, path, gzip_ok=False)  # the MISS that fills the cache
+        plain = await get(client, url, path, gzip_ok=False)
+        packed = await get(client, url, path)
+        if plain.status != 200 or plain.x_cache != "HIT" or plain.etag is None:
+            raise RuntimeError(
+                f"second GET {path}: {plain.status}, X-Cache {plain.x_cache}, ETag {plain.etag}; "
+                "expected 200, HIT and an ETag"
+            )
+        if packed.status != 200 or packed.encoding != "gzip":
+            raise RuntimeError(f"GET {path} with gzip: {packed.status}, {packed.encoding}")
+        if gzip.decompress(packed.body) != plain.body:
+            raise RuntimeError(f"the gzip {path} does not decompress to the plain one")
+        revalidated = await get(client, url, path, gzip_ok=False, if_none_match=plain.etag)
+        if revalidated.status != 304:
+            raise RuntimeError(f"GET {path} with If-None-Match {plain.etag}: not 304")
+    return _Bodies(plain.body, packed.body, plain.etag)
+
+
+async def _same_bytes(url: str, path: str, bodies: _Bodies) -> None:
+    async with session(limit=1) as client:
+        plain = await get(client, url, path, gzip_ok=False)
+        packed = await get(client, url, path)
+    if plain.body != bodies.plain or packed.body != bodies.gzip or packed.encoding != "gzip":
+        raise RuntimeError(f"the limit reference's {path} differs from the service's")
+
+
+def _variants(service: Server, reference: Server, path: str, etag: str) -> list[Variant]:
+    return [
+        Variant("service identity", service, path),
+        Variant(f"{REFERENCE} identity", reference, path),
+        Variant("service gzip", service, path, GZIP),
+        Variant(f"{REFERENCE} gzip", reference, path, GZIP),
+        Variant("service 304", service, path, {"If-None-Match": etag}),
+    ]
+
+
+def _claims(path: str, found: Rounds, bodies: _Bodies) -> list[Claim]:
+    plain, ref_plain = found[path, "service identity"], found[path, f"{REFERENCE} identity"]
+    packed, not_modified = found[path, "service gzip"], found[path, "service 304"]
+
+    def errors(*errs: int) -> str:
+        return f", {sum(errs)} wrk errors" if sum(errs) else ""
+
+    ratio = plain.rate / ref_plain.rate
+    gzip_ratio = packed.rate / plain.rate
+    shrink = len(bodies.plain) / len(bodies.gzip)
+    ratio_304 = not_modified.rate / plain.rate
+    return [
+        Claim(
+            NAME,
+            f"{path} identity req/s service/reference",
+            f"{ratio:.3f} ({plain.rate:.0f} vs {ref_plain.rate:.0f})"
+            + errors(plain.errors, ref_plain.errors),
+            f">= {TARGET_RATIO}",
+            ratio >= TARGET_RATIO and plain.errors + ref_plain.errors == 0,
+        ),
+        Claim(
+            NAME,
+            f"{path} gzip req/s vs identity (service)",
+            f"{gzip_ratio:.3f} ({packed.rate:.0f} vs {plain.rate:.0f})" + errors(packed.errors),
+            f">= {TARGET_GZIP:.1f} x identity",
+            gzip_ratio >= TARGET_GZIP and packed.errors == 0,
+        ),
+        Claim(
+            NAME,
+            f"{path} identity/gzip bytes per response",
+            f"{shrink:.2f} ({len(bodies.plain):,} / {len(bodies.gzip):,} B)",
+            f">= {TARGET_SHRINK:g}",
+            shrink >= TARGET_SHRINK,
+        ),
+        Claim(
+            NAME,
+            f"{path} 304 req/s vs identity (service)",
+            f"{ratio_304:.3f} ({not_modified.rate:.0f} vs {plain.rate:.0f})"
+            + errors(not_modified.errors),
+            f">= {TARGET_304:.1f} x identity",
+            ratio_304 >= TARGET_304 and not_modified.errors == 0,
+        ),
+    ]
+
+
+async def run(ctx: Context) -> Outcome:
+    size = SMOKE if ctx.smoke else FULL
+    heading(f"{NAME}: cache HITs (TTL 3600 s) vs the {REFERENCE} writing the same bytes")
+    service = await ctx.start_service(NAME, CACHE_TTL_SECONDS="3600")
+    bodies = {path: await _bodies(service.url, path) for path in size.paths}
+    reference = await ctx.start_reference(
+        NAME,
+        {p: b.plain for p, b in bodies.items()},
+        {p: b.gzip for p, b in bodies.items()},
+    )
+    for path, body in bodies.items():
+        await _same_bytes(reference.url, path, body)
+        say(
+            f"  {path}: {len(body.plain):,} B identity, {len(body.gzip):,} B gzip per response "
+            "(bodies measured with aiohttp)"
+        )
+    groups = [_variants(service, reference, path, bodies[path].etag) for path in size.paths]
+    found = await run_rounds(ctx, groups, size.rounds, size.seconds, size.warmup)
+    async with session(limit=1) as client:
+        for path in size.paths:
+            after = await get(client, service.url, path, gzip_ok=False)
+            if after.x_cache != "HIT":
+                say(f"  WARNING: after the rounds GET {path} was X-Cache {after.x_cache}, not HIT")
+    ctx.processes.stop(reference)
+    ctx.processes.stop(service)
+
+    outcome = Outcome()
+    say()
+    say("  server CPU time per request (/proc/<pid>/stat, user + system; steadier than req/s):")
+    for path in size.paths:
+        plain, ref_plain = found[path, "service identity"], found[path, f"{REFERENCE} identity"]
+        packed, ref_packed = found[path, "service gzip"], found[path, f"{REFERENCE} gzip"]
+        not_modified = found[path, "service 304"]
+        outcome.rows += [
+            plain.row(NAME, ref_plain, REFERENCE),
+            ref_plain.row(NAME),
+            packed.row(NAME, ref_packed, REFERENCE),
+            ref_packed.row(NAME),
+            not_modified.row(NAME, plain, "service identity"),
+        ]
+        for series in (plain, ref_plain, packed, ref_packed, not_modified):
+            say(
+                f"  {path:7} {series.variant.name:26} {series.cpu_per_request * 1e6:7.1f} us "
+                f"(CPU busy {series.busy:.0%})"
+            )
+        say(
+            f"  {path:7} reference/service CPU per request: identity "
+            f"{ref_plain.cpu_per_request / plain.cpu_per_request:.3f}, gzip "
+            f"{ref_packed.cpu_per_request / packed.cpu_per_request:.3f}"
+        )
+        outcome.claims += _claims(path, found, bodies[path])
+    total = found.total
+    say(
+        f"  database over the measured rounds: {total.selects} SELECTs, {total.connections} "
+        f"connections opened, Threads_connected {total.threads_before} -> {total.threads_after}"
+    )
+    outcome.claims.append(
+        Claim(
+            NAME,
+            "steady state: SELECTs, connections opened",
+            f"{total.selects}, {total.connections}",
+            "0, 0",
+            total.selects == 0 and total.connections == 0,
+        )
+    )
+    return outcome
+
+
+def _seconds(smoke: bool) -> float:
+    size = SMOKE if smoke else FULL
+    runs = len(size.paths) * VARIANTS
+    return runs * (size.rounds * max(1, round(size.seconds)) + round(size.warmup)) + 4
+
+
+SCENARIO: Final = Scenario(NAME, run, _seconds, needs_wrk=True)
