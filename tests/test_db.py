@@ -166,7 +166,7 @@ async def test_start_with_an_unknown_database_names_it(
 
 
 async def test_fetch_returns_rows_with_one_select_each(start_db: StartDB, sql: SQL) -> None:
-    db = await start_db()
+    db = await start_db(DB_POOL_MIN_SIZE="1")  # one connection, whose session counts SELECTs
     expected = sql("SELECT id, name FROM acc ORDER BY id")
     assert len(expected) == 5
     assert await db.fetch("SELECT id, name FROM acc ORDER BY id") == expected
@@ -201,7 +201,7 @@ async def test_an_error_while_consuming_rows_discards_the_connection(start_db: S
 
 
 async def test_fetch_reads_a_result_of_many_chunks_completely(start_db: StartDB) -> None:
-    db = await start_db()
+    db = await start_db(DB_POOL_MIN_SIZE="1")
     count = FETCH_CHUNK_ROWS * 3 + 7  # not a multiple of the chunk size
     rows = await db.fetch(
         "WITH RECURSIVE s (n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < %s) "
@@ -240,7 +240,7 @@ async def test_fetch_after_close_is_unavailable(start_db: StartDB) -> None:
 
 
 async def test_query_time_out_discards_the_connection(start_db: StartDB, sql: SQL) -> None:
-    db = await start_db(DB_QUERY_TIMEOUT="0.3")
+    db = await start_db(DB_POOL_MIN_SIZE="1", DB_QUERY_TIMEOUT="0.3")
     sql("LOCK TABLES acc WRITE")  # the fetch below waits for this lock
     try:
         started = time.monotonic()
@@ -281,7 +281,7 @@ async def test_acquire_time_out_when_the_pool_is_exhausted(start_db: StartDB) ->
 async def test_server_error_is_a_query_error_without_sql(
     start_db: StartDB, sql: SQL, scratch_table: str
 ) -> None:
-    db = await start_db()
+    db = await start_db(DB_POOL_MIN_SIZE="1")
     statement = f"SELECT id, label FROM {scratch_table}"
     assert await db.fetch(statement) == []
     sql(f"DROP TABLE {scratch_table}")

@@ -52,7 +52,8 @@ def selects_between(before: dict[int, int], after: dict[int, int]) -> int:
 async def test_sequential_requests_reuse_one_connection_and_run_one_select_each(
     aiohttp_client: Callable[..., Any], make_settings: Callable[..., Settings]
 ) -> None:
-    client = await aiohttp_client(create_app(make_settings(CACHE_TTL_SECONDS="0")))
+    settings = make_settings(CACHE_TTL_SECONDS="0", DB_POOL_MIN_SIZE="1")
+    client = await aiohttp_client(create_app(settings))
     await client.get("/acc/")  # the pool is warm after start-up; this proves it serves
     before = await pool_sessions(client)
     paths = ["/acc/", "/user/", "/acc/3", "/acc/?limit=2&after=1"] * 25

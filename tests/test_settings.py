@@ -15,12 +15,20 @@ ROOT = Path(__file__).resolve().parent.parent
 REQUIRED = {"DB_HOST": "db.example", "DB_USER": "dash", "DB_NAME": "ops"}
 
 
+def test_an_unset_pool_minimum_is_capped_by_the_pool_size_and_a_set_one_is_checked() -> None:
+    assert load_settings({**REQUIRED, "DB_POOL_SIZE": "1"}).db_pool_min_size == 1
+    assert load_settings({**REQUIRED, "DB_POOL_MIN_SIZE": "0"}).db_pool_min_size == 0
+    with pytest.raises(SettingsError) as caught:
+        load_settings({**REQUIRED, "DB_POOL_SIZE": "1", "DB_POOL_MIN_SIZE": "2"})
+    assert caught.value.variable == "DB_POOL_MIN_SIZE"
+
+
 def test_defaults() -> None:
     s = load_settings(REQUIRED)
     assert (s.db_host, s.db_user, s.db_name) == ("db.example", "dash", "ops")
     assert s.db_port == 3306
     assert s.db_pool_size == 8
-    assert s.db_pool_min_size == 1
+    assert s.db_pool_min_size == 2
     assert s.db_password.reveal() == ""
     assert s.resources == ("acc", "user")
     assert s.http_port == 8080
@@ -140,7 +148,7 @@ def test_every_variable_is_read() -> None:
     others = {
         "DB_HOST": "other", "DB_PORT": "3307", "DB_USER": "u2", "DB_PASSWORD": "p",
         "DB_NAME": "n2", "DB_CONNECTION_TIMEOUT": "7", "DB_CONNECT_RETRIES": "9",
-        "DB_CONNECT_RETRY_DELAY": "3", "DB_POOL_SIZE": "4", "DB_POOL_MIN_SIZE": "2",
+        "DB_CONNECT_RETRY_DELAY": "3", "DB_POOL_SIZE": "4", "DB_POOL_MIN_SIZE": "3",
         "DB_POOL_RECYCLE_SECONDS": "60", "DB_ACQUIRE_TIMEOUT": "1", "DB_QUERY_TIMEOUT": "9",
         "HTTP_HOST": "127.0.0.1", "HTTP_PORT": "9000", "MAX_PAGE_SIZE": "10",
         "RESOURCES": "acc", "EXPOSE_SECRET_COLUMNS": "acc.token", "LOG_LEVEL": "debug",
