@@ -35,11 +35,13 @@ GZIP_MIN_BYTES: Final = 1024
 # Compressing more than this at once would stall the event loop for milliseconds; zlib releases
 # the GIL, so a worker thread does it while requests keep being served.
 GZIP_IN_THREAD_BYTES: Final = 256 * 1024
-# Level 1 compresses a large list in half the time of level 6 (10.8 vs 22.7 ms for 1.35 MB here)
-# for a copy ~30% larger (213 vs 164 kB for bench/'s /user/). Every waiter of a cold load waits
-# for it, and it is paid again whenever the data changes; bench/ cold-burst max latency went
-# from 201-210 ms to 172-180 ms.
-GZIP_LEVEL: Final = 1
+# Every waiter of a cold load waits for the compression, and it is paid again whenever the data
+# changes; every answer sent afterwards carries its size. bench/'s /user/ (961 kB of JSON) here:
+# level 1: 213 kB in 6.5 ms, 5: 170 kB in 14.7 ms, 6: 164 kB in 20.3 ms, 9: 159 kB in 43 ms.
+# Level 5 is the knee: a fifth fewer bytes than level 1 on every answer, while the cold-burst
+# max latency (200 tabs x 2 lists) did not move measurably (131-159 ms at either level, 4 runs
+# each; the delivery of the 400 answers dominates it).
+GZIP_LEVEL: Final = 5
 # Bookkeeping per entry (key, Entry object, cachetools links), charged against the byte budget so
 # that many tiny entries cannot exceed it unseen.
 ENTRY_OVERHEAD_BYTES: Final = 512
