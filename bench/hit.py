@@ -16,11 +16,9 @@ from .client import get, session
 from .context import Context, Scenario
 from .processes import Server
 from .report import Claim, Outcome, heading, say
-from .rounds import Rounds, Variant, run_rounds
+from .rounds import Rounds, Size, Variant, run_rounds
 
 NAME: Final = "hit"
-PATHS: Final = ("/acc/", "/user/")
-SMOKE_PATHS: Final = PATHS[:1]  # the smoke exercises the code, so one path is enough
 TARGET_RATIO: Final = 0.9  # service/reference req/s, plain
 TARGET_GZIP: Final = 1.0  # gzip req/s over plain req/s, service
 TARGET_SHRINK: Final = 5.0  # plain bytes per response over gzip bytes per response
@@ -28,17 +26,6 @@ TARGET_304: Final = 1.0  # 304 req/s over plain req/s, service
 GZIP: Final = {"Accept-Encoding": "gzip"}
 REFERENCE: Final = "limit reference"
 
-
-@dataclass(frozen=True, slots=True)
-class _Size:
-    paths: tuple[str, ...]
-    rounds: int
-    seconds: float
-    warmup: float
-
-
-FULL: Final = _Size(paths=PATHS, rounds=3, seconds=4.0, warmup=1.0)
-SMOKE: Final = _Size(paths=SMOKE_PATHS, rounds=1, seconds=1.0, warmup=0.0)
 VARIANTS: Final = 5
 
 
@@ -134,7 +121,7 @@ def _claims(path: str, found: Rounds, bodies: _Bodies) -> list[Claim]:
 
 
 async def run(ctx: Context) -> Outcome:
-    size = SMOKE if ctx.smoke else FULL
+    size = Size.of(ctx.smoke)
     heading(f"{NAME}: cache HITs (TTL 3600 s) vs the {REFERENCE} writing the same bytes")
     service = await ctx.start_service(NAME, CACHE_TTL_SECONDS="3600")
     bodies = {path: await _bodies(service.url, path) for path in size.paths}
@@ -202,9 +189,7 @@ async def run(ctx: Context) -> Outcome:
 
 
 def _seconds(smoke: bool) -> float:
-    size = SMOKE if smoke else FULL
-    runs = len(size.paths) * VARIANTS
-    return runs * (size.rounds * max(1, round(size.seconds)) + round(size.warmup)) + 4
+    return Size.of(smoke).estimate(VARIANTS)
 
 
 SCENARIO: Final = Scenario(NAME, run, _seconds, needs_wrk=True)

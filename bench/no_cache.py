@@ -13,31 +13,17 @@ Two services run side by side on the server CPU; their plain runs of the same pa
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from typing import Final
 
 from .client import get, scrape, session
 from .context import Context, Scenario
 from .report import Claim, Outcome, heading, say
-from .rounds import Rounds, Variant, run_rounds, warm_up
+from .rounds import Rounds, Size, Variant, run_rounds, warm_up
 
 NAME: Final = "no-cache"
-PATHS: Final = ("/acc/", "/user/")
-SMOKE_PATHS: Final = PATHS[:1]  # the smoke exercises the code, so one path is enough
 CACHED: Final = "cached identity"
 UNCACHED: Final = "no-cache identity"
 
-
-@dataclass(frozen=True, slots=True)
-class _Size:
-    paths: tuple[str, ...]
-    rounds: int
-    seconds: float
-    warmup: float  # also what lets the pool grow before connections are counted
-
-
-FULL: Final = _Size(paths=PATHS, rounds=3, seconds=4.0, warmup=1.0)
-SMOKE: Final = _Size(paths=SMOKE_PATHS, rounds=1, seconds=1.0, warmup=0.0)
 # Longer than a /user/ query: the SELECTs of requests in flight when wrk stops finish before
 # the counters are read, and count in their own run rather than the next one.
 SETTLE: Final = 0.5
@@ -78,7 +64,7 @@ def _claims(found: Rounds, paths: tuple[str, ...], results: dict[str, float]) ->
 
 
 async def run(ctx: Context) -> Outcome:
-    size = SMOKE if ctx.smoke else FULL
+    size = Size.of(ctx.smoke)
     heading(f"{NAME}: CACHE_TTL_SECONDS=0 (the pool alone) vs cached (TTL 3600 s), plain bodies")
     cached = await ctx.start_service(f"{NAME}-cached", CACHE_TTL_SECONDS="3600")
     uncached = await ctx.start_service(f"{NAME}-ttl0", CACHE_TTL_SECONDS="0")
@@ -127,10 +113,7 @@ async def run(ctx: Context) -> Outcome:
 
 
 def _seconds(smoke: bool) -> float:
-    size = SMOKE if smoke else FULL
-    runs = len(size.paths) * 2
-    per_run = max(1, round(size.seconds)) + SETTLE
-    return runs * (size.rounds * per_run + round(size.warmup)) + 4
+    return Size.of(smoke).estimate(2, SETTLE)
 
 
 SCENARIO: Final = Scenario(NAME, run, _seconds, needs_wrk=True)

@@ -18,6 +18,33 @@ from .stats import median, ms
 from .wrk import WrkResult, run_wrk
 
 CONNECTIONS = 50
+LIST_PATHS = ("/acc/", "/user/")
+
+
+@dataclass(frozen=True, slots=True)
+class Size:
+    """How much a wrk-rounds scenario runs: which paths, how many rounds of how long, and the
+    unrecorded warm-up per variant (which also lets the pool grow before connections count)."""
+
+    paths: tuple[str, ...]
+    rounds: int
+    seconds: float
+    warmup: float
+
+    @staticmethod
+    def of(smoke: bool) -> Size:
+        return SMOKE if smoke else FULL
+
+    def estimate(self, variants: int, settle: float = 0.0) -> float:
+        """Seconds the rounds take with `variants` per path (wrk runs whole seconds)."""
+        per_run = max(1, round(self.seconds)) + settle
+        runs = len(self.paths) * variants
+        return runs * (self.rounds * per_run + round(self.warmup)) + 4
+
+
+FULL = Size(paths=LIST_PATHS, rounds=3, seconds=4.0, warmup=1.0)
+# The smoke exercises the code, so one path is enough.
+SMOKE = Size(paths=LIST_PATHS[:1], rounds=1, seconds=1.0, warmup=0.0)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
