@@ -218,14 +218,17 @@ class _Reader:
     def __init__(self, env: Mapping[str, str]) -> None:
         self._env = env
 
+    def is_set(self, name: str) -> bool:
+        """Whether `name` has a value (empty or blank counts as unset)."""
+        return (self._env.get(name) or "").strip() != ""
+
     def raw(self, name: str) -> str:
         var = _BY_NAME[name]
-        value = self._env.get(name)
-        if value is None or value.strip() == "":
+        if not self.is_set(name):
             if var.default is None:
                 raise SettingsError(name, f"is required ({var.meaning})")
             return var.default
-        return value.strip()
+        return self._env[name].strip()
 
     def integer(self, name: str, low: int, high: int) -> int:
         return self._bounded(name, low, high, int, "an integer")
@@ -298,12 +301,12 @@ def _qualified_columns(reader: _Reader, name: str) -> frozenset[tuple[str, str]]
     return frozenset(pairs)
 
 
-def _pool_min_size(r: _Reader, env: Mapping[str, str], pool_size: int) -> int:
+def _pool_min_size(r: _Reader, pool_size: int) -> int:
     # Two warm connections by default: a dashboard page asks for its lists at once, and on a
     # cold cache the second list would otherwise wait for a connection handshake (bench/
     # cold-burst measured 50-85 ms of acquire time with one). A smaller pool caps the default
     # rather than making an unset variable invalid.
-    if (env.get("DB_POOL_MIN_SIZE") or "").strip():
+    if r.is_set("DB_POOL_MIN_SIZE"):
         return r.integer("DB_POOL_MIN_SIZE", 0, pool_size)
     return min(int(r.raw("DB_POOL_MIN_SIZE")), pool_size)
 
@@ -325,7 +328,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         db_connect_retries=r.integer("DB_CONNECT_RETRIES", 0, 1000),
         db_connect_retry_delay=r.number("DB_CONNECT_RETRY_DELAY", 0, 300),
         db_pool_size=pool_size,
-        db_pool_min_size=_pool_min_size(r, env, pool_size),
+        db_pool_min_size=_pool_min_size(r, pool_size),
         db_pool_recycle_seconds=r.number("DB_POOL_RECYCLE_SECONDS", 1, 86400 * 7),
         db_acquire_timeout=r.number("DB_ACQUIRE_TIMEOUT", 0.01, 300),
         db_query_timeout=r.number("DB_QUERY_TIMEOUT", 0.01, 3600),
