@@ -127,6 +127,21 @@ def base_env(address: ServerAddress, database: str) -> dict[str, str]:
     }
 
 
+def listening_env(
+    address: ServerAddress, database: str, credentials: tuple[str, str], port: int
+) -> dict[str, str]:
+    """base_env for a real process connecting as `credentials` (a user of its own, so its
+    sessions can be told apart in PROCESSLIST) and listening on 127.0.0.1:`port`."""
+    user, password = credentials
+    return {
+        **base_env(address, database),
+        "DB_USER": user,
+        "DB_PASSWORD": password,
+        "HTTP_HOST": "127.0.0.1",
+        "HTTP_PORT": str(port),
+    }
+
+
 @pytest.fixture
 def make_settings(db_server: ServerAddress, db_name: str) -> Callable[..., Settings]:
     """Settings for the test database; keyword arguments override variables by name."""

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from service.devdb import ServerAddress
 
-from .conftest import SQL, base_env, free_port, spawn_service
+from .conftest import SQL, base_env, free_port, listening_env, spawn_service
 
 STARTUP_LIMIT = 30.0
 
@@ -125,11 +125,7 @@ def test_serves_and_stops_on_sigterm(
     user, password = password_user
     port = free_port()
     env = {
-        **base_env(db_server, db_name),
-        "DB_USER": user,
-        "DB_PASSWORD": password,
-        "HTTP_HOST": "127.0.0.1",
-        "HTTP_PORT": str(port),
+        **listening_env(db_server, db_name, password_user, port),
         "SHUTDOWN_DELAY_SECONDS": "0",  # the drain has its own tests (test_shutdown.py)
     }
     process = spawn_service(env)

@@ -25,7 +25,7 @@ import pytest
 
 from service.devdb import ServerAddress
 
-from .conftest import SQL, base_env, free_port, spawn_service
+from .conftest import SQL, free_port, listening_env, spawn_service
 
 STARTUP_LIMIT = 30.0
 
@@ -68,17 +68,13 @@ class Service:
 def start_service(
     db_server: ServerAddress, db_name: str, password_user: tuple[str, str]
 ) -> Iterator[Callable[..., Service]]:
-    user, password = password_user
+    user = password_user[0]
     started: list[subprocess.Popen[str]] = []
 
     def start(**overrides: str) -> Service:
         port = free_port()
         env = {
-            **base_env(db_server, db_name),
-            "DB_USER": user,
-            "DB_PASSWORD": password,
-            "HTTP_HOST": "127.0.0.1",
-            "HTTP_PORT": str(port),
+            **listening_env(db_server, db_name, password_user, port),
             "DB_QUERY_TIMEOUT": "60",
             "CACHE_TTL_SECONDS": "0",
             **overrides,
