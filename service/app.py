@@ -10,7 +10,9 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry
 
+from .auth import BearerTokens
 from .cache import ReadThroughCache
+from .cors import CorsPolicy
 from .db import Database
 from .errors import DatabaseQueryError, DatabaseUnavailable, StartupError
 from .handlers import ResourceHandlers
@@ -109,7 +111,13 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(cache_ctx)
     app.cleanup_ctx.append(readiness_ctx)
-    routing = Routing(RequestIds(), metrics.http_in_flight)
+    cors = None
+    if settings.cors_allowed_origins:
+        cors = CorsPolicy(
+            settings.cors_allowed_origins, credentials=settings.cors_allow_credentials
+        )
+    routing = Routing(RequestIds(), metrics.http_in_flight, cors)
+    data_tokens = BearerTokens(settings.api_tokens, "cm-api") if settings.api_tokens else None
     router = app.router
     for name in settings.resources:
         handlers = ResourceHandlers(name)
@@ -118,16 +126,20 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
             (f"/{name}/", handlers.list),
             (f"/{name}/{{id}}", handlers.item),
         ):
-            add_read_only(router, path, handler, routing)
+            add_read_only(router, path, handler, routing, data_tokens)
             metrics.add_route(path, name)
-    probes_and_scrape: tuple[tuple[str, Handler], ...] = (
-        ("/livez", livez),
-        ("/readyz", readyz),
-        ("/metrics", metrics.handler()),
+    scrape_tokens = None
+    if settings.metrics_tokens:
+        scrape_tokens = BearerTokens(settings.metrics_tokens, "cm-api metrics")
+    probes_and_scrape: tuple[tuple[str, Handler, BearerTokens | None], ...] = (
+        ("/livez", livez, None),
+        ("/readyz", readyz, None),
+        ("/metrics", metrics.handler(), scrape_tokens),
     )
-    # Not data routes: no cache in front of them, no resource in their metrics.
-    for path, endpoint in probes_and_scrape:
-        add_read_only(router, path, endpoint, routing)
+    # Not data routes: no cache in front of them, no resource in their metrics; the probes are
+    # always open (the kubelet sends no token).
+    for path, endpoint, tokens in probes_and_scrape:
+        add_read_only(router, path, endpoint, routing, tokens)
         metrics.add_route(path)
     add_not_found(router, settings.resources, routing)
     return app

@@ -38,3 +38,14 @@ class DatabaseQueryError(ServiceError):
 
 class StartupError(Exception):
     """The process cannot start; the message is one clear line for the operator."""
+
+
+class Unauthorized(ServiceError):
+    """The request lacks a valid bearer token. `error` is RFC 6750's error code for the
+    WWW-Authenticate challenge (None when no credentials were sent at all)."""
+
+    code = "unauthorized"
+
+    def __init__(self, message: str, *, realm: str, error: str | None = None) -> None:
+        super().__init__(message)
+        self.challenge = f'Bearer realm="{realm}"' + (f', error="{error}"' if error else "")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import ipaddress
 import os
 import signal
 import sys
@@ -31,6 +32,17 @@ from .settings import Settings
 log = structlog.get_logger(__name__)
 
 SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach `host` (a name other than localhost may resolve to
+    anything, so it counts as reachable)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class _Signals:
@@ -84,6 +96,13 @@ async def serve(
         # collections requests trigger do not walk it again and again.
         gc.freeze()
         log.info("listening", address=f"{settings.http_host}:{settings.http_port}")
+        if not settings.api_tokens and not is_loopback(settings.http_host):
+            log.warning(
+                "data_routes_open",
+                address=settings.http_host,
+                hint="anyone who can reach this address reads every resource, /user/ included; "
+                "set API_TOKENS_FILE to require bearer tokens",
+            )
         received = await signals.received
         app[READINESS].start_draining()
         log.info(

@@ -17,6 +17,9 @@ from typing import Final, TypeVar
 T = TypeVar("T")
 
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+# RFC 6750's b64token, at least 16 characters so that a guessable word is not a token.
+TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]{16,}=*")
+ORIGIN = re.compile(r"https?://([A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
 
 
 class SettingsError(ValueError):
@@ -141,6 +144,30 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         "bytes of cached bodies (plain and gzip) kept in memory; least recently used go first",
     ),
     Variable(
+        "API_TOKENS_FILE",
+        "",
+        "file of bearer tokens (one per line, at least 16 characters, # comments) that the data "
+        "routes and /openapi.json require; empty: those routes are open (a warning at start-up "
+        "when HTTP_HOST is not a loopback address); read at start-up",
+    ),
+    Variable(
+        "METRICS_TOKENS_FILE",
+        "",
+        "file of bearer tokens for /metrics, same format; empty: /metrics is open",
+    ),
+    Variable(
+        "CORS_ALLOWED_ORIGINS",
+        "",
+        "comma-separated origins (https://dash.example.com) whose pages may read the data "
+        "routes, or * for any; empty: no CORS headers, preflights get 405",
+    ),
+    Variable(
+        "CORS_ALLOW_CREDENTIALS",
+        "false",
+        "true lets those pages send cookies or HTTP authentication (not with *); bearer "
+        "tokens in an Authorization header need no credentials mode",
+    ),
+    Variable(
         "LOG_LEVEL",
         "info",
         "debug, info, warning or error; info writes one line per request"
@@ -194,6 +221,10 @@ class Settings:
     cache_stale_while_revalidate_seconds: float
     cache_stale_if_error_seconds: float
     cache_max_bytes: int
+    api_tokens: tuple[Secret, ...]
+    metrics_tokens: tuple[Secret, ...]
+    cors_allowed_origins: frozenset[str]
+    cors_allow_credentials: bool
     log_level: str
     log_format: str
     shutdown_delay_seconds: float
@@ -207,8 +238,10 @@ class Settings:
 def _public_value(value: object) -> object:
     if isinstance(value, Secret):
         return "<redacted>" if value.reveal() else ""
+    if isinstance(value, tuple) and value and isinstance(value[0], Secret):
+        return f"{len(value)} token(s)"
     if isinstance(value, frozenset):
-        return sorted(f"{t}.{c}" for t, c in value)
+        return sorted(v if isinstance(v, str) else ".".join(v) for v in value)
     return value
 
 
@@ -249,6 +282,14 @@ class _Reader:
             raise SettingsError(name, expected)
         return value
 
+    def boolean(self, name: str) -> bool:
+        raw = self.raw(name).lower()
+        if raw in ("true", "yes", "1", "on"):
+            return True
+        if raw in ("false", "no", "0", "off"):
+            return False
+        raise SettingsError(name, f"expected true or false, got {raw!r}")
+
     def choice(self, name: str, choices: tuple[str, ...]) -> str:
         raw = self.raw(name).lower()
         if raw not in choices:
@@ -272,6 +313,49 @@ def _password(env: Mapping[str, str]) -> Secret:
         raise SettingsError("DB_PASSWORD_FILE", f"cannot read {path!r}: {reason}") from None
     # Secrets written with `echo` end in a newline that is not part of the password.
     return Secret(content.removesuffix("\n").removesuffix("\r"))
+
+
+def _tokens(reader: _Reader, name: str) -> tuple[Secret, ...]:
+    """The bearer tokens in the file `name` names; none when it is unset."""
+    if not reader.is_set(name):
+        return ()
+    path = reader.raw(name)
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise SettingsError(name, f"cannot read {path!r}: {reason}") from None
+    tokens: dict[str, None] = {}
+    for number, line in enumerate(lines, 1):
+        token = line.strip()
+        if not token or token.startswith("#"):
+            continue
+        # The message names the line, never the token: it may be a real one with a typo.
+        if not TOKEN.fullmatch(token):
+            raise SettingsError(
+                name,
+                f"{path!r} line {number}: a token is at least 16 characters of A-Z a-z 0-9 "
+                "- . _ ~ + / (then = padding), with nothing else on the line",
+            )
+        tokens[token] = None
+    if not tokens:
+        raise SettingsError(name, f"{path!r} holds no token (unset the variable to turn off)")
+    return tuple(Secret(t) for t in tokens)
+
+
+def _origins(reader: _Reader, name: str) -> frozenset[str]:
+    items = {item.strip() for item in reader.raw(name).split(",") if item.strip()}
+    if "*" in items and len(items) > 1:
+        raise SettingsError(name, "* allows every origin: list origins or give * alone")
+    for item in items - {"*"}:
+        if not ORIGIN.fullmatch(item):
+            raise SettingsError(
+                name,
+                f"expected origins like https://dash.example.com (scheme, host, optional "
+                f"port; no path, no trailing slash), got {item[:100]!r}",
+            )
+    # Browsers send the scheme and host in lower case.
+    return frozenset(item.lower() for item in items)
 
 
 def _names(reader: _Reader, name: str) -> tuple[str, ...]:
@@ -315,6 +399,11 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     """Validate every variable; raise SettingsError naming the first bad one."""
     r = _Reader(env)
     pool_size = r.integer("DB_POOL_SIZE", 1, 1000)
+    origins = _origins(r, "CORS_ALLOWED_ORIGINS")
+    credentials = r.boolean("CORS_ALLOW_CREDENTIALS")
+    if credentials and "*" in origins:
+        # Browsers refuse credentials with a wildcard origin (Fetch standard, CORS check).
+        raise SettingsError("CORS_ALLOW_CREDENTIALS", "cannot be true with CORS_ALLOWED_ORIGINS=*")
     host = r.raw("DB_HOST")
     if any(c.isspace() for c in host):
         raise SettingsError("DB_HOST", f"expected a host name or address, got {host!r}")
@@ -343,6 +432,10 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         ),
         cache_stale_if_error_seconds=r.number("CACHE_STALE_IF_ERROR_SECONDS", 0, 7 * 86400),
         cache_max_bytes=r.integer("CACHE_MAX_BYTES", 0, 2**40),
+        api_tokens=_tokens(r, "API_TOKENS_FILE"),
+        metrics_tokens=_tokens(r, "METRICS_TOKENS_FILE"),
+        cors_allowed_origins=origins,
+        cors_allow_credentials=credentials,
         log_level=r.choice("LOG_LEVEL", LOG_LEVELS),
         log_format=r.choice("LOG_FORMAT", LOG_FORMATS),
         shutdown_delay_seconds=r.number("SHUTDOWN_DELAY_SECONDS", 0, 300),

@@ -14,7 +14,10 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from service.devdb import ServerAddress
+from service.server import is_loopback
 
 from .conftest import SQL, base_env, free_port, listening_env, spawn_service
 
@@ -147,8 +150,51 @@ def test_serves_and_stops_on_sigterm(
     assert started["settings"]["db_password"] == "<redacted>"
     served = [e for e in events if e["event"] == "request" and e["route"] == "/acc/"]
     assert [(e["status"], e["cache"], e["level"]) for e in served] == [(200, "MISS", "info")]
+    # Loopback only: nobody else can reach the open data routes, so no warning.
+    assert not [e for e in events if e["event"] == "data_routes_open"]
     left = sql("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = %s", (user,))
     assert left[0][0] == 0
+
+
+def test_warns_when_data_routes_are_open_beyond_loopback(
+    db_server: ServerAddress, db_name: str, password_user: tuple[str, str]
+) -> None:
+    port = free_port()
+    env = {
+        **listening_env(db_server, db_name, password_user, port),
+        "HTTP_HOST": "0.0.0.0",
+        "SHUTDOWN_DELAY_SECONDS": "0",
+    }
+    process = spawn_service(env)
+    try:
+        _get_when_up(f"http://127.0.0.1:{port}/livez", process)
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill() if process.poll() is None else None
+    assert process.returncode == 0, stderr
+    events = [json.loads(line) for line in stdout.splitlines()]
+    warned = [e for e in events if e["event"] == "data_routes_open"]
+    assert [(e["level"], e["address"]) for e in warned] == [("warning", "0.0.0.0")]
+    assert "API_TOKENS_FILE" in warned[0]["hint"]
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.8.0.1", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("10.0.0.5", False),
+        ("api.internal", False),
+    ],
+)
+def test_is_loopback(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
 
 
 def _get_when_up(url: str, process: subprocess.Popen[str]) -> bytes:

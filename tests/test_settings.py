@@ -142,9 +142,11 @@ def test_password_and_password_file_exclude_each_other(tmp_path: Path) -> None:
     assert "p4ss" not in str(err.value)
 
 
-def test_every_variable_is_read() -> None:
+def test_every_variable_is_read(tmp_path: Path) -> None:
     """Each variable in VARIABLES changes the result when set to another valid value."""
     base = load_settings(REQUIRED)
+    tokens = tmp_path / "tokens"
+    tokens.write_text("0123456789abcdef0123\n", encoding="utf-8")
     others = {
         "DB_HOST": "other", "DB_PORT": "3307", "DB_USER": "u2", "DB_PASSWORD": "p",
         "DB_NAME": "n2", "DB_CONNECTION_TIMEOUT": "7", "DB_CONNECT_RETRIES": "9",
@@ -155,6 +157,8 @@ def test_every_variable_is_read() -> None:
         "LOG_FORMAT": "json", "CACHE_TTL_SECONDS": "0", "CACHE_STALE_WHILE_REVALIDATE_SECONDS": "1",
         "CACHE_STALE_IF_ERROR_SECONDS": "0.5", "CACHE_MAX_BYTES": "1024",
         "SHUTDOWN_DELAY_SECONDS": "0", "SHUTDOWN_GRACE_SECONDS": "1",
+        "API_TOKENS_FILE": str(tokens), "METRICS_TOKENS_FILE": str(tokens),
+        "CORS_ALLOWED_ORIGINS": "https://dash.example", "CORS_ALLOW_CREDENTIALS": "true",
     }  # fmt: skip
     names = {v.name for v in VARIABLES}
     assert set(others) | {"DB_PASSWORD_FILE"} == names
@@ -189,3 +193,76 @@ def test_readme_configuration_table_matches_settings() -> None:
         shown = rows[var.name].strip().strip("`")
         expected = "required" if var.default is None else (var.default or "(empty)")
         assert shown == expected, var.name
+
+
+# -- bearer tokens and CORS -------------------------------------------------------------------
+
+
+def _token_file(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "tokens"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def test_tokens_file_skips_comments_blank_lines_and_duplicates(tmp_path: Path) -> None:
+    text = "# dashboard\n\n  0123456789abcdef0123  \nAAAABBBBCCCCDDDD==\n0123456789abcdef0123\n"
+    s = load_settings({**REQUIRED, "API_TOKENS_FILE": _token_file(tmp_path, text)})
+    assert [t.reveal() for t in s.api_tokens] == ["0123456789abcdef0123", "AAAABBBBCCCCDDDD=="]
+    assert s.metrics_tokens == ()
+    assert s.public()["api_tokens"] == "2 token(s)"
+    assert "0123456789abcdef0123" not in repr(s)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("# nothing but a comment\n", "holds no token"),
+        ("short-token\n", "line 1"),
+        ("0123456789abcdef 0123456789abcdef\n", "line 1"),
+        ("# ok\n0123456789abcdef\x01\n", "line 2"),
+    ],
+)
+def test_bad_tokens_file_is_named_without_its_content(
+    tmp_path: Path, text: str, problem: str
+) -> None:
+    path = _token_file(tmp_path, text)
+    with pytest.raises(SettingsError) as err:
+        load_settings({**REQUIRED, "METRICS_TOKENS_FILE": path})
+    assert err.value.variable == "METRICS_TOKENS_FILE"
+    assert problem in str(err.value)
+    assert "0123456789abcdef" not in str(err.value)
+
+
+def test_unreadable_tokens_file(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError) as err:
+        load_settings({**REQUIRED, "API_TOKENS_FILE": str(tmp_path / "absent")})
+    assert err.value.variable == "API_TOKENS_FILE"
+    assert "cannot read" in str(err.value)
+
+
+def test_cors_origins_are_normalised() -> None:
+    s = load_settings(
+        {**REQUIRED, "CORS_ALLOWED_ORIGINS": " https://Dash.Example.com , http://[::1]:8080 "}
+    )
+    assert s.cors_allowed_origins == {"https://dash.example.com", "http://[::1]:8080"}
+    assert not s.cors_allow_credentials
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"CORS_ALLOWED_ORIGINS": "https://dash.example.com/"}, "CORS_ALLOWED_ORIGINS"),
+        ({"CORS_ALLOWED_ORIGINS": "dash.example.com"}, "CORS_ALLOWED_ORIGINS"),
+        ({"CORS_ALLOWED_ORIGINS": "*,https://a.example"}, "CORS_ALLOWED_ORIGINS"),
+        ({"CORS_ALLOWED_ORIGINS": "null"}, "CORS_ALLOWED_ORIGINS"),
+        ({"CORS_ALLOW_CREDENTIALS": "maybe"}, "CORS_ALLOW_CREDENTIALS"),
+        (
+            {"CORS_ALLOWED_ORIGINS": "*", "CORS_ALLOW_CREDENTIALS": "true"},
+            "CORS_ALLOW_CREDENTIALS",
+        ),
+    ],
+)
+def test_bad_cors_settings_are_named(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        load_settings({**REQUIRED, **env})
+    assert err.value.variable == variable
