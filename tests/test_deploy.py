@@ -75,13 +75,38 @@ def config(docs: list[Doc]) -> dict[str, str]:
     return values
 
 
+FILE_SETTINGS = ("DB_PASSWORD_FILE", "API_TOKENS_FILE")
+
+
+def mounted_secret(docs: list[Doc], path: Path) -> str:
+    """The value a pod reads at `path`: the key of the Secret (the example's) mounted there."""
+    c = container(docs)
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    mounts = [m for m in c["volumeMounts"] if path.is_relative_to(m["mountPath"])]
+    assert len(mounts) == 1, path
+    assert mounts[0].get("readOnly") is True
+    volume = next(v for v in pod["volumes"] if v["name"] == mounts[0]["name"])
+    key = str(path.relative_to(mounts[0]["mountPath"]))
+    secret = volume["secret"]
+    if "items" in secret:
+        key = next(i["key"] for i in secret["items"] if i["path"] == key)
+    example = next(
+        d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == secret["secretName"]
+    )
+    values: dict[str, str] = example.get("stringData", {})
+    assert key in values, f"{secret['secretName']} has no key {key}"
+    return values[key]
+
+
 def settings_of(docs: list[Doc], tmp_path: Path) -> Settings:
-    """The manifests' settings through the service's own validation. The password file is
-    only mounted in a pod, so a stand-in takes its place."""
+    """The manifests' settings through the service's own validation. The secret files are only
+    mounted in a pod, so stand-ins hold the example Secrets' values."""
     env = config(docs)
-    stand_in = tmp_path / "password"
-    stand_in.write_text("x\n", encoding="utf-8")
-    env["DB_PASSWORD_FILE"] = str(stand_in)
+    for name in FILE_SETTINGS:
+        if name in env:
+            stand_in = tmp_path / name
+            stand_in.write_text(mounted_secret(docs, Path(env[name])), encoding="utf-8")
+            env[name] = str(stand_in)
     return load_settings(env)
 
 
@@ -154,26 +179,17 @@ def test_time_budgets_add_up(rendered: list[Doc], tmp_path: Path) -> None:
     assert allowed > start_up
 
 
-def test_password_comes_from_the_mounted_secret(rendered: list[Doc]) -> None:
+@pytest.mark.parametrize("name", FILE_SETTINGS)
+def test_secrets_come_from_mounted_secrets(rendered: list[Doc], name: str) -> None:
     env = config(rendered)
-    assert "DB_PASSWORD" not in env  # never a literal in a ConfigMap
-    path = Path(env["DB_PASSWORD_FILE"])
-    c = container(rendered)
-    pod = one(rendered, "Deployment")["spec"]["template"]["spec"]
-    mounts = [m for m in c["volumeMounts"] if path.is_relative_to(m["mountPath"])]
-    assert len(mounts) == 1
-    assert mounts[0].get("readOnly") is True
-    volume = next(v for v in pod["volumes"] if v["name"] == mounts[0]["name"])
-    key = str(path.relative_to(mounts[0]["mountPath"]))
-    secret = volume["secret"]
-    if "items" in secret:
-        key = next(i["key"] for i in secret["items"] if i["path"] == key)
-    example = next(
-        d
-        for d in rendered
-        if d["kind"] == "Secret" and d["metadata"]["name"] == secret["secretName"]
-    )
-    assert key in example.get("stringData", {}) | example.get("data", {})
+    literal = name.removesuffix("_FILE")
+    assert literal not in env  # never a literal in a ConfigMap
+    assert mounted_secret(rendered, Path(env[name]))
+
+
+def test_data_routes_need_a_token(rendered: list[Doc], tmp_path: Path) -> None:
+    # The Service is reachable from the whole cluster and /user/ serves personal data.
+    assert settings_of(rendered, tmp_path).api_tokens
 
 
 def test_pod_hardening(rendered: list[Doc]) -> None:
