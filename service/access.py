@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import structlog
 from aiohttp import web
@@ -30,6 +30,23 @@ QUIET_ROUTES: Final = frozenset({"/livez", "/readyz", "/metrics"})
 _RESULTS: Final = {"HIT": "hit", "MISS": "miss", "COALESCED": "coalesced", "STALE": "stale"}
 _MAX_PATH: Final = 512  # the raw path is logged for debugging, not trusted to be short
 
+# Limits of aiohttp's request parser, chosen rather than inherited: a request beyond them gets
+# aiohttp's own 400 (text/plain) before any code of ours runs, so it costs no routing, no
+# cache lookup and no query.
+# The request target. The longest this API answers is a page whose `after` is a text key of
+# the most characters parse_page accepts (resources.MAX_TEXT_KEY, 1024), each 4 bytes of
+# UTF-8 and so 12 once percent-encoded: about 12.3 kB. 16 KiB admits it (every Link we send
+# can be followed), where aiohttp's default (8190) would not; longer ones are not for us.
+MAX_URL_BYTES: Final = 16 * 1024
+# One header, name and value together: the 8 KiB a header line may have at nginx and most
+# ingresses in front of us, so whatever they forward (a domain's cookies included) is taken.
+# The headers we read (If-None-Match, Accept-Encoding, X-Request-ID) are far shorter.
+MAX_HEADER_BYTES: Final = 8 * 1024
+# A browser sends some 20 headers and an ingress or mesh (X-Forwarded-*, tracing, Envoy's)
+# adds up to some 20 more; 64 leaves room for both and bounds one request's headers at
+# 64 x 8 KiB, half what aiohttp's default count (128) lets a client make us hold.
+MAX_HEADERS: Final = 64
+
 
 def record(
     metrics: Metrics,
@@ -39,14 +56,14 @@ def record(
     seconds: float,
 ) -> None:
     template: str | None = None
-    # A request the parser rejected was never routed. (The type test first: isinstance goes
-    # through ABCMeta's __instancecheck__, requests being MutableMappings.)
-    if type(request) is web.Request or isinstance(request, web.Request):
-        resource = request.match_info.route.resource
+    # Only routed requests went through routing.wrap, which sets STARTED. A request aiohttp's
+    # parser rejected is a web.Request too, but without match_info (reading it asserts).
+    started = request.get(STARTED)
+    if started is not None:
+        # A cast, not an isinstance test: that goes through ABCMeta (requests are Mappings).
+        resource = cast(web.Request, request).match_info.route.resource
         template = None if resource is None else resource.canonical
-        started = request.get(STARTED)
-        if started is not None:
-            seconds = time.perf_counter() - started
+        seconds = time.perf_counter() - started
     route, served = metrics.route(template)
     status = response.status
     metrics.request_done(route, request.method, status, seconds)
@@ -75,7 +92,8 @@ def record(
 def server_options(app: web.Application, sink: AccessSink | None = None) -> dict[str, Any]:
     """Keyword arguments for `web.run_app` / `web.AppRunner` / aiohttp's TestServer that make
     the server report every response of `app` through `record`, its line written by `sink`
-    (logs.configure_logging's), else through structlog's "cm_api.access" logger."""
+    (logs.configure_logging's), else through structlog's "cm_api.access" logger, and that
+    hold requests to the parser limits above."""
     metrics = app[METRICS]
 
     class AccessLogger(AbstractAccessLogger):
@@ -86,5 +104,11 @@ def server_options(app: web.Application, sink: AccessSink | None = None) -> dict
         def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
             record(metrics, self._sink, request, response, time)
 
-    # aiohttp only wants a truthy logger object here: the lines go through structlog.
-    return {"access_log_class": AccessLogger, "access_log": logging.getLogger("cm_api.access")}
+    return {
+        "access_log_class": AccessLogger,
+        # aiohttp only wants a truthy logger object here: the lines go through structlog.
+        "access_log": logging.getLogger("cm_api.access"),
+        "max_line_size": MAX_URL_BYTES,
+        "max_field_size": MAX_HEADER_BYTES,
+        "max_headers": MAX_HEADERS,
+    }

@@ -3,6 +3,8 @@ on a miss fetch and encode once."""
 
 from __future__ import annotations
 
+from urllib.parse import unquote_to_bytes
+
 from aiohttp import web
 
 from .cache import Document
@@ -13,6 +15,17 @@ from .resources import Page
 from .responses import cached_response
 
 WHOLE = Page()
+
+
+def _is_utf8(encoded: str) -> bool:
+    """Whether percent-encoded `encoded` stands for UTF-8 text. yarl decodes what is not into
+    something else: in a path it keeps the escapes as text ("%FF", as "%25FF" would give), in
+    a query it makes U+FFFD of them; either would reach the database as a key never sent."""
+    try:
+        unquote_to_bytes(encoded).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 class ResourceHandlers:
@@ -26,6 +39,10 @@ class ResourceHandlers:
         app = request.app
         resource = app[CATALOG][self.name]
         if request.query_string:
+            # Raw bytes are refused by aiohttp's parser: only escapes can be other than UTF-8.
+            encoded = request.rel_url.raw_query_string
+            if "%" in encoded and not _is_utf8(encoded):
+                raise BadRequest("the query string is not UTF-8 once percent-decoded")
             page = resource.parse_page(request.query.items(), app[SETTINGS].max_page_size)
             key = (self.name, "list", page.normalised())
         else:  # the dashboard's own request: skip parsing on the hot path
@@ -51,7 +68,9 @@ class ResourceHandlers:
             name = next(iter(request.query))
             raise BadRequest(f"unknown query parameter {name[:64]!r}; items take none")
         raw = request.match_info["id"]
-        key = resource.parse_key(raw)
+        # The item route matched, so the id is the last segment of the encoded path.
+        encoded = request.rel_url.raw_path.rpartition("/")[2]
+        key = resource.parse_key(raw) if "%" not in encoded or _is_utf8(encoded) else None
         if key is None:
             raise NotFound(f"no {self.name} with id {raw[:64]!r}")
 

@@ -23,6 +23,9 @@ from typing import Any, BinaryIO, Final
 
 import orjson
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
+from structlog.processors import ExceptionRenderer
+from structlog.tracebacks import ExceptionDictTransformer
 
 from .request_id import add_request_id
 
@@ -111,6 +114,28 @@ class _StdlibHandler(logging.Handler):
             self._out.msg(line)
 
 
+class ParserRejections(logging.Filter):
+    """aiohttp logs every request its parser rejects (garbage from a scanner, a header over
+    the limits) at error level with a traceback, although it answered it with a 400 that the
+    access line records. Those become one debug line without the traceback, or nothing
+    unless we debug; the server's other errors pass unchanged."""
+
+    def __init__(self, debug: bool) -> None:
+        super().__init__()
+        self._debug = debug
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        if not self._debug:
+            return False
+        record.msg = f"{record.getMessage()}: {exc.message}"
+        record.args = None
+        record.levelno, record.levelname, record.exc_info = logging.DEBUG, "DEBUG", None
+        return True
+
+
 # The access line's level and fields (without "event", "level" and "timestamp"): what
 # access.record hands to whichever writer the server was given.
 AccessSink = Callable[[int, dict[str, Any]], None]
@@ -194,7 +219,11 @@ def configure_logging(level: str, fmt: str) -> AccessSink | None:
     numeric = logging.getLevelNamesMapping()[level.upper()]
     stamper = UtcStamper()
     shared: list[Any] = [add_request_id, structlog.processors.add_log_level, stamper]
-    tracebacks: list[Any] = [] if console else [structlog.processors.dict_tracebacks]
+    # Without frame locals (dict_tracebacks has them): a frame may hold a request's raw bytes,
+    # an Authorization header or a connection's password.
+    tracebacks: list[Any] = (
+        [] if console else [ExceptionRenderer(ExceptionDictTransformer(show_locals=False))]
+    )
     sys.stdout.flush()  # what was written as text so far goes first
     factory = LoopFlushedLoggerFactory(sys.stdout.buffer)
     structlog.configure(
@@ -218,6 +247,10 @@ def configure_logging(level: str, fmt: str) -> AccessSink | None:
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    server = logging.getLogger("aiohttp.server")
+    for old in [f for f in server.filters if isinstance(f, ParserRejections)]:
+        server.removeFilter(old)
+    server.addFilter(ParserRejections(numeric <= logging.DEBUG))
     # Libraries are chatty at debug and info: keep their warnings unless we debug.
     root.setLevel(numeric if numeric <= logging.DEBUG else max(numeric, logging.WARNING))
     return None if console else JsonAccessLines(factory.logger, numeric, stamper)

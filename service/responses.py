@@ -4,6 +4,7 @@ caching headers (ETag, Cache-Control, Age, Vary, X-Cache and RFC 9211 Cache-Stat
 from __future__ import annotations
 
 import math
+import re
 from typing import Final
 
 from aiohttp import web
@@ -15,6 +16,8 @@ from .cache import Lookup, Outcome
 JSON: Final = "application/json"
 CACHE_NAME: Final = "cm-api"  # the cache's name in Cache-Status
 GZIP_SUFFIX: Final = "-gzip"  # a strong ETag differs per content coding (RFC 9110 8.8.3)
+# RFC 9110 12.4.2. float() would also read "inf", "1e999", "0_1" or non-ASCII digits as weights.
+_QVALUE: Final = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
@@ -30,10 +33,9 @@ def accepts_gzip(accept_encoding: str) -> bool:
         for param in params.split(";"):
             name, _, value = param.partition("=")
             if name.strip() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
+                weight = value.strip()
+                # An unreadable weight counts as 0: the coding is not known to be wanted.
+                q = float(weight) if _QVALUE.fullmatch(weight) else 0.0
         coding = coding.strip()
         if coding in ("gzip", "x-gzip"):
             gzip_q = q

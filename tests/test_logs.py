@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import LineTooLong
 from aiohttp.test_utils import TestClient
 from structlog.testing import capture_logs
 
@@ -184,6 +185,43 @@ def test_standard_library_records_are_rendered_as_json(capsys: pytest.CaptureFix
     )
     assert "timestamp" in theirs
     assert (ours["event"], ours["level"], ours["n"]) == ("ours", "info", 1)
+
+
+@pytest.mark.parametrize("level", ["info", "debug"])
+def test_tracebacks_have_no_locals_and_parser_rejections_no_error_line(
+    capsys: pytest.CaptureFixture[str], level: str
+) -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    server = logging.getLogger("aiohttp.server")
+    try:
+        configure_logging(level, "json")
+        password = "s3cret-in-a-frame-local"  # noqa: F841 (a local the traceback must not show)
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            structlog.get_logger("service").exception("failed")
+        try:
+            raise LineTooLong("Status line", "16384", "20000")
+        except LineTooLong as exc:
+            server.error("Error handling request from %s", "10.0.0.9", exc_info=exc)
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    finally:
+        root.handlers[:], saved_level = saved
+        root.setLevel(saved_level)
+        for f in list(server.filters):
+            server.removeFilter(f)
+        structlog.reset_defaults()
+    failed = lines[0]
+    assert failed["event"] == "failed"
+    assert failed["exception"][0]["exc_type"] == "ValueError"
+    assert "s3cret-in-a-frame-local" not in json.dumps(lines)
+    rejected = lines[1:]
+    if level == "info":
+        assert rejected == []
+    else:
+        assert [(e["level"], "exception" in e) for e in rejected] == [("debug", False)]
+        assert "Got more than 16384 bytes" in rejected[0]["event"]
 
 
 # --- the writers behind the lines (no app: what they write, and when) ----------------------------
