@@ -19,6 +19,7 @@ from .handlers import ResourceHandlers
 from .health import Readiness, livez, readyz
 from .keys import CACHE, CATALOG, DATABASE, METRICS, READINESS, SETTINGS
 from .metrics import Metrics
+from .openapi import openapi_ctx, openapi_json
 from .request_id import RequestIds
 from .resources import build_catalog
 from .routing import Routing, add_not_found, add_read_only
@@ -111,6 +112,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(cache_ctx)
     app.cleanup_ctx.append(readiness_ctx)
+    app.cleanup_ctx.append(openapi_ctx)
     cors = None
     if settings.cors_allowed_origins:
         cors = CorsPolicy(
@@ -135,8 +137,10 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         ("/livez", livez, None),
         ("/readyz", readyz, None),
         ("/metrics", metrics.handler(), scrape_tokens),
+        # It names every column of the data routes, so it takes their tokens.
+        ("/openapi.json", openapi_json, data_tokens),
     )
-    # Not data routes: no cache in front of them, no resource in their metrics; the probes are
+    # Not data routes: no cache in front of them, no resource in their metrics. The probes are
     # always open (the kubelet sends no token).
     for path, endpoint, tokens in probes_and_scrape:
         add_read_only(router, path, endpoint, routing, tokens)

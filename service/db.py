@@ -42,8 +42,11 @@ FETCH_CHUNK_ROWS_URGENT: Final = 256
 class ColumnInfo:
     name: str
     data_type: str  # information_schema DATA_TYPE, lower case: int, varchar, decimal, ...
-    column_type: str  # full type: "int(10) unsigned", "decimal(18,4)", ...
+    # Full type as declared: "int(10) unsigned", "decimal(18,4)", "enum('Active','Closed')";
+    # not lower-cased, so ENUM and SET members keep the spelling the rows come back with.
+    column_type: str
     max_length: int | None  # characters, for character types
+    nullable: bool = True  # information_schema IS_NULLABLE; unknown means it may be null
 
 
 @dataclass(frozen=True)
@@ -177,7 +180,8 @@ class Database:
         """Columns and primary key of each named table that exists in the configured database."""
         placeholders = ", ".join(["%s"] * len(tables))
         columns = await self.fetch(
-            "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, CHARACTER_MAXIMUM_LENGTH"
+            "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, CHARACTER_MAXIMUM_LENGTH,"
+            " IS_NULLABLE"
             " FROM information_schema.COLUMNS"
             f" WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN ({placeholders})"
             " ORDER BY TABLE_NAME, ORDINAL_POSITION",
@@ -190,13 +194,14 @@ class Database:
             tables,
         )
         found: dict[str, list[ColumnInfo]] = {}
-        for table, name, data_type, column_type, max_length in columns:
+        for table, name, data_type, column_type, max_length, nullable in columns:
             found.setdefault(_text(table), []).append(
                 ColumnInfo(
                     name=_text(name),
                     data_type=_text(data_type).lower(),
-                    column_type=_text(column_type).lower(),
+                    column_type=_text(column_type),
                     max_length=None if max_length is None else int(max_length),
+                    nullable=_text(nullable).upper() != "NO",
                 )
             )
         primary: dict[str, list[str]] = {}

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from .db import Database
     from .health import Readiness
     from .metrics import Metrics
+    from .openapi import ServedDocument
     from .resources import Catalog
     from .settings import Settings
 
@@ -24,3 +25,4 @@ CATALOG: web.AppKey[Catalog] = web.AppKey("catalog")
 CACHE: web.AppKey[ReadThroughCache] = web.AppKey("cache")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 READINESS: web.AppKey[Readiness] = web.AppKey("readiness")
+OPENAPI: web.AppKey[ServedDocument] = web.AppKey("openapi")

@@ -18,9 +18,11 @@ from .errors import BadRequest, StartupError
 SECRET_NAME: Final = re.compile(r"password|passwd|secret|token|salt|hash|api_?key", re.IGNORECASE)
 INTEGER_TYPES: Final = frozenset({"tinyint", "smallint", "mediumint", "int", "integer", "bigint"})
 _INTEGER_TEXT: Final = re.compile(r"-?[0-9]{1,20}")
-_INT_MIN: Final = -(2**63)
-_UINT_MAX: Final = 2**64 - 1
-_MAX_TEXT_KEY: Final = 1024
+# The keys a URL may name (any MySQL integer type; at most this many characters of text): the
+# parsing below and the OpenAPI document (openapi.py) both take them from here.
+INTEGER_KEY_MIN: Final = -(2**63)
+INTEGER_KEY_MAX: Final = 2**64 - 1
+MAX_TEXT_KEY: Final = 1024
 LIST_PARAMETERS: Final = ("after", "limit")
 
 
@@ -48,6 +50,9 @@ class Resource:
     key: ColumnInfo
     columns: tuple[str, ...]  # exposed, in table order
     hidden: tuple[str, ...]  # secret-looking columns not exposed
+    # What introspection said of each exposed column (types, nullability): for the OpenAPI
+    # document's row schemas. A column missing here is described as any JSON value.
+    described: tuple[ColumnInfo, ...] = ()
 
     @property
     def integer_key(self) -> bool:
@@ -79,7 +84,7 @@ class Resource:
         """The typed key value for an id from a URL, or None when no row can have it."""
         if self.integer_key:
             return _integer_key(raw)
-        limit = self.key.max_length or _MAX_TEXT_KEY
+        limit = self.key.max_length or MAX_TEXT_KEY
         return raw if 0 < len(raw) <= limit else None
 
     def parse_page(self, query: Iterable[tuple[str, str]], max_page_size: int) -> Page:
@@ -109,8 +114,8 @@ class Resource:
                 if after is None:
                     raise BadRequest(f"after must be an integer key, got {raw[:32]!r}")
             else:
-                if not 0 < len(raw) <= _MAX_TEXT_KEY:
-                    raise BadRequest(f"after must be 1 to {_MAX_TEXT_KEY} characters")
+                if not 0 < len(raw) <= MAX_TEXT_KEY:
+                    raise BadRequest(f"after must be 1 to {MAX_TEXT_KEY} characters")
                 after = raw
         return Page(after=after, limit=limit)
 
@@ -129,7 +134,7 @@ def _integer_key(raw: str) -> int | None:
     if not _INTEGER_TEXT.fullmatch(raw):
         return None
     value = int(raw)
-    return value if _INT_MIN <= value <= _UINT_MAX else None
+    return value if INTEGER_KEY_MIN <= value <= INTEGER_KEY_MAX else None
 
 
 def _key_text(value: object) -> str:
@@ -167,19 +172,21 @@ def build_catalog(
                 "one-column primary key"
             )
         key_name = info.primary_key[0]
-        exposed: list[str] = []
+        exposed: list[ColumnInfo] = []
         hidden: list[str] = []
         for column in info.columns:
             secret = SECRET_NAME.search(column.name) is not None
             if secret and (name, column.name) not in expose_secret_columns:
                 hidden.append(column.name)
             else:
-                exposed.append(column.name)
+                exposed.append(column)
         if key_name in hidden:
             raise StartupError(
                 f"table {name!r}: its primary key {key_name!r} looks secret and would show in "
                 f"URLs; list {name}.{key_name} in EXPOSE_SECRET_COLUMNS to serve it anyway"
             )
         key = next(c for c in info.columns if c.name == key_name)
-        resources[name] = Resource(name, name, key, tuple(exposed), tuple(hidden))
+        resources[name] = Resource(
+            name, name, key, tuple(c.name for c in exposed), tuple(hidden), tuple(exposed)
+        )
     return Catalog(resources)

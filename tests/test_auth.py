@@ -107,3 +107,13 @@ def test_verify_compares_every_token_and_accepts_only_exact_ones() -> None:
             tokens.verify(f"Bearer {wrong}")
     with pytest.raises(ValueError, match="at least one"):
         BearerTokens([], "r")
+
+
+async def test_the_served_document_takes_the_data_tokens_and_says_so(protected: Client) -> None:
+    assert (await protected.get("/openapi.json")).status == 401
+    response = await protected.get("/openapi.json", headers=bearer(DATA_TOKENS[1]))
+    assert response.status == 200
+    document = await response.json()
+    assert set(document["components"]["securitySchemes"]) == {"api_token", "metrics_token"}
+    assert "401" in document["paths"]["/user/"]["get"]["responses"]
+    assert "security" not in document["paths"]["/livez"]["get"]
