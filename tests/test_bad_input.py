@@ -138,6 +138,7 @@ class Served:
     user: str
     sql: SQL
     lines: list[str]  # its stdout, line by line, as it comes
+    password: str  # its database password: no answer may contain it
 
     async def get(
         self,
@@ -147,6 +148,8 @@ class Served:
     ) -> Reply:
         reply = await exchange(self.port, http_request(target, method, headers))
         assert reply.status < 500, (target, reply.status, reply.body[:300])
+        assert self.password.encode() not in reply.body
+        assert not [v for v in reply.headers.values() if self.password in v]
         return reply
 
     def sessions(self) -> dict[int, int]:
@@ -221,7 +224,7 @@ def served(db_server: ServerAddress, db_name: str) -> Iterator[Served]:
         reader.start()
     try:
         _wait_for_livez(port, process, errors)
-        yield Served(port, user, sql, lines)
+        yield Served(port, user, sql, lines, password)
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -238,6 +241,9 @@ def served(db_server: ServerAddress, db_name: str) -> Iterator[Served]:
             sql(f"DROP USER IF EXISTS '{user}'@'{host}'")
         sql(f"DROP TABLE IF EXISTS {TABLE}")
         sql.close()
+    # Everything it wrote, hostile requests, refusals and tracebacks included.
+    assert lines
+    assert password not in "".join(lines) + "".join(errors)
 
 
 def _wait_for_livez(port: int, process: subprocess.Popen[str], errors: list[str]) -> None:
