@@ -17,7 +17,7 @@ import pymysql
 import structlog
 
 from .errors import DatabaseQueryError, DatabaseUnavailable, StartupError
-from .pool import AcquireTimeout, ConnectionPool, PoolClosed, PoolStats
+from .pool import AcquireTimeout, ConnectionPool, PoolClosed, PoolStats, looks_dead
 from .settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -153,6 +153,11 @@ class Database:
             except (pymysql.err.MySQLError, OSError, TimeoutError) as exc:
                 code = _error_code(exc)
                 detail = _describe(exc)
+                if isinstance(exc, TimeoutError) and not str(exc):
+                    # Our own deadline on the handshake (_connect), which carries no text: a
+                    # bare "TimeoutError" would not tell the operator what did not answer.
+                    limit = s.db_connection_timeout
+                    detail = f"no answer within DB_CONNECTION_TIMEOUT ({limit:g} s)"
                 if code in _FATAL_CONNECT_ERRORS:
                     raise StartupError(f"cannot use {self.where}: {detail}") from None
                 if attempt == attempts:
@@ -266,7 +271,10 @@ class Database:
             message = f"the database did not answer within {s.db_query_timeout:g} s"
             self._failed(resource, "timeout", message)
             raise DatabaseUnavailable(message) from None
-        except (pymysql.err.MySQLError, OSError) as exc:
+        except (pymysql.err.MySQLError, OSError, RuntimeError) as exc:
+            if isinstance(exc, RuntimeError) and not looks_dead(conn):
+                discard = "error"  # not the connection's doing: a bug, answered with 500
+                raise
             discard, kind, error = _classify(exc)
             self._failed(resource, kind, _describe(exc))
             raise error from None
@@ -305,7 +313,10 @@ class Database:
             raise DatabaseUnavailable(
                 f"the database did not answer a ping within {s.db_query_timeout:g} s"
             ) from None
-        except (pymysql.err.MySQLError, OSError) as exc:
+        except (pymysql.err.MySQLError, OSError, RuntimeError) as exc:
+            if isinstance(exc, RuntimeError) and not looks_dead(conn):
+                discard = "error"
+                raise
             discard = "broken"
             raise DatabaseUnavailable(
                 "the database connection was lost", detail=_describe(exc)
@@ -355,7 +366,11 @@ def _classify(exc: BaseException) -> tuple[str, str, Exception]:
             "timeout",
             DatabaseUnavailable("the database stopped the query (time limit)"),
         )
-    lost = isinstance(exc, pymysql.err.InterfaceError | pymysql.err.OperationalError | OSError)
+    # RuntimeError: uvloop's answer to a write on a transport the server has just closed
+    # (callers pass it only when the connection looks dead).
+    lost = isinstance(
+        exc, pymysql.err.InterfaceError | pymysql.err.OperationalError | OSError | RuntimeError
+    )
     if lost and (code is None or code >= 2000 or code in _SERVER_GONE_ERRORS):
         return "broken", "connection", DatabaseUnavailable("the database connection was lost")
     return "error", "server", DatabaseQueryError("the database rejected the query")

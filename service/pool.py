@@ -157,23 +157,34 @@ class ConnectionPool:
             raise AcquireTimeout(f"no database connection free within {timeout:g} s") from None
 
     async def _acquire(self) -> Any:
-        entry = self._take_idle()
-        if entry is not None:
-            self._in_use[entry.conn] = entry.opened_at
-            return entry.conn
-        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        self._open_for_waiters()
-        try:
-            return await waiter
-        except BaseException:
-            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                # Handed a connection in the same loop turn we were cancelled: pass it on.
-                self.release(waiter.result())
-            else:
-                waiter.cancel()
-                self._forget_waiter(waiter)
-            raise
+        while True:
+            entry = self._take_idle()
+            if entry is not None:
+                self._in_use[entry.conn] = entry.opened_at
+                return entry.conn
+            waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            self._open_for_waiters()
+            try:
+                conn = await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                    # Handed a connection in the same loop turn we were cancelled: pass it on.
+                    self.release(waiter.result())
+                else:
+                    waiter.cancel()
+                    self._forget_waiter(waiter)
+                raise
+            if not looks_dead(conn):
+                return conn
+            # It died between the hand-over and now (the server's RST or FIN was processed
+            # while this task waited to resume): try again rather than fail the caller.
+            if self._in_use.pop(conn, None) is not None:  # else closed by `close` already
+                self._discard(conn, "broken")
+            if self._closing:
+                if not self._in_use:
+                    self._drained.set()
+                raise PoolClosed("the pool is closing")
 
     def release(self, conn: Any, *, discard: str | None = None) -> None:
         """Give a connection back. `discard` (a reason) closes it instead: use it whenever the
@@ -200,7 +211,7 @@ class ConnectionPool:
         # Most recently used first: it is the most likely to be alive, and the rest age out.
         while self._idle:
             entry = self._idle.pop()
-            if _looks_dead(entry.conn):
+            if looks_dead(entry.conn):
                 self._discard(entry.conn, "broken")
             elif self._clock() - entry.opened_at >= self._max_lifetime:
                 self._close_gracefully(entry.conn, "recycled")
@@ -309,13 +320,18 @@ async def _quit(conn: Any) -> None:
         conn.close()
 
 
-def _looks_dead(conn: Any) -> bool:
-    """True when the server already closed the socket (restart, wait_timeout, KILL).
+def looks_dead(conn: Any) -> bool:
+    """True when the server already closed the socket (restart, wait_timeout, KILL, a reset).
 
     aiomysql's own pool looks at the same reader flags; an idle MySQL connection receives
-    nothing unless the server is ending it.
+    nothing unless the server is ending it. The transport is asked first: uvloop closes it as
+    soon as it reads an RST or EOF, but tells the reader (connection_lost) only in a later
+    callback, and a query written in between fails with RuntimeError, not a driver error.
     """
     if conn.closed:
+        return True
+    transport = getattr(getattr(conn, "_writer", None), "transport", None)
+    if transport is not None and transport.is_closing():
         return True
     reader = getattr(conn, "_reader", None)
     if reader is None:
