@@ -28,6 +28,8 @@ from .routing import STARTED
 # logged at debug level so they do not drown the requests that matter.
 QUIET_ROUTES: Final = frozenset({"/livez", "/readyz", "/metrics"})
 _RESULTS: Final = {"HIT": "hit", "MISS": "miss", "COALESCED": "coalesced", "STALE": "stale"}
+# nginx's status for a request whose client closed the connection before the answer was sent.
+CLIENT_CLOSED_REQUEST: Final = 499
 _MAX_PATH: Final = 512  # the raw path is logged for debugging, not trusted to be short
 
 # Limits of aiohttp's request parser, chosen rather than inherited: a request beyond them gets
@@ -66,6 +68,12 @@ def record(
         seconds = time.perf_counter() - started
     route, served = metrics.route(template)
     status = response.status
+    # aiohttp logs an answer it could not write too (finish_response catches the
+    # ConnectionError); only its end was never sent then. Counting it as the handler's 200
+    # would say the client got data it never did: nginx's 499 says who gave up. (_eof_sent:
+    # aiohttp has no public "fully written" flag.)
+    if not response._eof_sent:
+        status = CLIENT_CLOSED_REQUEST
     metrics.request_done(route, request.method, status, seconds)
     cache = response.headers.get("X-Cache")
     if served is not None:
