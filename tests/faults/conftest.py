@@ -238,6 +238,11 @@ class MariaDBView:
                     raise
         raise AssertionError("unreachable")
 
+    def leaked(self, user: str, scrape: Scrape) -> int:
+        """Sessions of `user` that MariaDB holds beyond the pool's own connections in `scrape`:
+        the report's "connections leaked"."""
+        return len(self.sessions(user)) - scrape.pool_total
+
     def sessions(self, user: str) -> list[Session]:
         rows = self._query(
             "SELECT ID, COMMAND, COALESCE(STATE, ''), INFO FROM information_schema.PROCESSLIST"

@@ -75,7 +75,7 @@ async def test_delay_below_the_time_outs_still_answers(
         clients=tally(answers),
         slowest_s=round(max(a.seconds for a in answers), 3),
         recovery_s=None,
-        leaked_connections=len(mariadb.sessions(cmapi.user)) - final.pool_total,
+        leaked_connections=mariadb.leaked(cmapi.user, final),
     )
     assert await cmapi.stop() == 0
 
@@ -180,7 +180,7 @@ async def test_blackhole_answers_503_within_the_time_outs_then_recovers(
         connect_errors=connect_errors,
         mariadb_aborted=aborted,
         recovery_s=round(first_ok[0], 3),
-        leaked_connections=len(mariadb.sessions(cmapi.user)) - final.pool_total,
+        leaked_connections=mariadb.leaked(cmapi.user, final),
     )
     assert await cmapi.stop() == 0
 

@@ -108,6 +108,6 @@ async def test_waiters_time_out_with_503_and_the_pool_drains(
         burst_s=round(max(a.seconds for a in answers), 3),
         in_use_zero_after_s=round(settle_s, 3),
         recovery_s=round(normal[0].sent + normal[0].seconds - burst_end, 3),
-        leaked_connections=len(mariadb.sessions(cmapi.user)) - done.pool_total,
+        leaked_connections=mariadb.leaked(cmapi.user, done),
     )
     assert await cmapi.stop() == 0

@@ -87,7 +87,7 @@ async def test_reset_of_idle_connections_costs_no_request(
         failed_requests=sum(a.status != 200 for a in answers),
         closed_broken=final.closed("broken") - before.closed("broken"),
         recovery_s=recovery(answers, reset),
-        leaked_connections=len(mariadb.sessions(cmapi.user)) - final.pool_total,
+        leaked_connections=mariadb.leaked(cmapi.user, final),
     )
     assert await cmapi.stop() == 0
 
@@ -133,7 +133,7 @@ async def test_reset_under_a_running_query_fails_that_request_once(
         failed_requests=sum(a.status != 200 for a in [*failed, *answers]),
         closed_broken=final.closed("broken") - before.closed("broken"),
         recovery_s=recovery(answers, reset),
-        leaked_connections=len(mariadb.sessions(cmapi.user)) - final.pool_total,
+        leaked_connections=mariadb.leaked(cmapi.user, final),
     )
     assert await cmapi.stop() == 0
 
@@ -199,7 +199,7 @@ async def test_reset_storm_costs_at_most_one_503_per_connection_and_never_a_500(
         failed_requests=len(failed),
         closed_broken=final.closed("broken") - before.closed("broken"),
         recovery_s=round(min(a.sent + a.seconds for a in good) - storm_end, 3),
-        leaked_connections=len(mariadb.sessions(cmapi.user)) - final.pool_total,
+        leaked_connections=mariadb.leaked(cmapi.user, final),
     )
     assert await cmapi.stop() == 0
 

@@ -101,7 +101,7 @@ async def test_start_before_the_database_then_ready_when_it_appears(
             failed_attempts=len(failures),
             clients={"status": {"200": 1}},
             recovery_s=round(ready_s, 3),
-            leaked_connections=len(mariadb.sessions(cmapi.user)) - scrape.pool_total,
+            leaked_connections=mariadb.leaked(cmapi.user, scrape),
         )
         assert await cmapi.stop() == 0
     finally:
