@@ -9,9 +9,7 @@ tests/test_openapi.py keeps it true (the router's routes, real answers validated
 
 from __future__ import annotations
 
-import base64
 import copy
-import hashlib
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,7 +18,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from . import __version__
-from .cache import Outcome
+from .cache import Outcome, entity_tag
 from .db import ColumnInfo
 from .encoding import encode
 from .keys import CATALOG, OPENAPI, SETTINGS
@@ -96,8 +94,7 @@ class ServedDocument:
     @classmethod
     def of(cls, document: Json) -> ServedDocument:
         body = encode(document)
-        digest = hashlib.blake2b(body, digest_size=16).digest()
-        return cls(body, base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii"))
+        return cls(body, entity_tag(body))
 
 
 async def openapi_ctx(app: web.Application) -> AsyncIterator[None]:
