@@ -297,6 +297,16 @@ class _Reader:
         return raw
 
 
+def _read_file(variable: str, path: str) -> str:
+    """The UTF-8 text of the file `variable` names; a SettingsError saying why it cannot be
+    read (never its content)."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise SettingsError(variable, f"cannot read {path!r}: {reason}") from None
+
+
 def _password(env: Mapping[str, str]) -> Secret:
     path = env.get("DB_PASSWORD_FILE", "").strip()
     if not path:
@@ -306,11 +316,7 @@ def _password(env: Mapping[str, str]) -> Secret:
         raise SettingsError(
             "DB_PASSWORD_FILE", "set either DB_PASSWORD or DB_PASSWORD_FILE, not both"
         )
-    try:
-        content = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-        raise SettingsError("DB_PASSWORD_FILE", f"cannot read {path!r}: {reason}") from None
+    content = _read_file("DB_PASSWORD_FILE", path)
     # Secrets written with `echo` end in a newline that is not part of the password.
     return Secret(content.removesuffix("\n").removesuffix("\r"))
 
@@ -320,11 +326,7 @@ def _tokens(reader: _Reader, name: str) -> tuple[Secret, ...]:
     if not reader.is_set(name):
         return ()
     path = reader.raw(name)
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-        raise SettingsError(name, f"cannot read {path!r}: {reason}") from None
+    lines = _read_file(name, path).splitlines()
     tokens: dict[str, None] = {}
     for number, line in enumerate(lines, 1):
         token = line.strip()
