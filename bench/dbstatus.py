@@ -55,6 +55,13 @@ class Delta:
             threads_after=later.threads_after,
         )
 
+    def describe(self) -> str:
+        """One line for the progress output."""
+        return (
+            f"{self.selects} SELECTs, {self.connections} connections opened, "
+            f"Threads_connected {self.threads_before} -> {self.threads_after}"
+        )
+
     def as_json(self) -> dict[str, int]:
         return {
             "selects": self.selects,

@@ -172,10 +172,7 @@ async def run(ctx: Context) -> Outcome:
         )
         outcome.claims += _claims(path, found, bodies[path])
     total = found.total
-    say(
-        f"  database over the measured rounds: {total.selects} SELECTs, {total.connections} "
-        f"connections opened, Threads_connected {total.threads_before} -> {total.threads_after}"
-    )
+    say(f"  database over the measured rounds: {total.describe()}")
     outcome.claims.append(
         Claim(
             NAME,

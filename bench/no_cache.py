@@ -96,10 +96,7 @@ async def run(ctx: Context) -> Outcome:
         )
     outcome.claims += _claims(found, size.paths, results)
     total = found.total
-    say(
-        f"  database over the measured rounds: {total.selects} SELECTs, {total.connections} "
-        f"connections opened, Threads_connected {total.threads_before} -> {total.threads_after}"
-    )
+    say(f"  database over the measured rounds: {total.describe()}")
     outcome.claims.append(
         Claim(
             NAME,
