@@ -47,6 +47,10 @@ class ResourceHandlers:
             key = (self.name, "list", page.normalised())
         else:  # the dashboard's own request: skip parsing on the hot path
             page, key = WHOLE, self._whole_key
+        cache = app[CACHE]
+        hit = cache.fresh(key)
+        if hit is not None:
+            return cached_response(request, hit)
 
         async def load(background: bool) -> Document:
             sql, args = resource.list_query(page)
@@ -58,8 +62,7 @@ class ResourceHandlers:
             link = resource.next_link(page, last, f"/{self.name}/")
             return Document(rows.finish(), (("Link", link),) if link is not None else ())
 
-        lookup = await app[CACHE].get(key, load)
-        return cached_response(request, lookup)
+        return cached_response(request, await cache.get(key, load))
 
     async def item(self, request: web.Request) -> web.Response:
         app = request.app
@@ -74,11 +77,15 @@ class ResourceHandlers:
         if key is None:
             raise NotFound(f"no {self.name} with id {raw[:64]!r}")
 
+        cache, cache_key = app[CACHE], (self.name, "item", key)
+        hit = cache.fresh(cache_key)
+        if hit is not None:
+            return cached_response(request, hit)
+
         async def load(background: bool) -> Document:  # one row: nothing to yield for
             rows = await app[DATABASE].fetch(*resource.one_query(key), resource=self.name)
             if not rows:
                 raise NotFound(f"no {self.name} with id {str(key)[:64]!r}")
             return Document(encode(rows_to_objects(resource.columns, rows)[0]))
 
-        lookup = await app[CACHE].get((self.name, "item", key), load)
-        return cached_response(request, lookup)
+        return cached_response(request, await cache.get(cache_key, load))

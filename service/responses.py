@@ -18,6 +18,7 @@ CACHE_NAME: Final = "cm-api"  # the cache's name in Cache-Status
 GZIP_SUFFIX: Final = "-gzip"  # a strong ETag differs per content coding (RFC 9110 8.8.3)
 # RFC 9110 12.4.2. float() would also read "inf", "1e999", "0_1" or non-ASCII digits as weights.
 _QVALUE: Final = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
+_GZIP_OR_ANY: Final = frozenset({"gzip", "x-gzip", "*"})
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
@@ -25,6 +26,8 @@ def accepts_gzip(accept_encoding: str) -> bool:
     value = accept_encoding.lower()  # content codings are case-insensitive
     if "gzip" not in value and "*" not in value:
         return False
+    if ";" not in value:  # no weights, as browsers send it: any listed coding is wanted
+        return not _GZIP_OR_ANY.isdisjoint(map(str.strip, value.split(",")))
     gzip_q: float | None = None
     any_q: float | None = None
     for item in value.split(","):

@@ -238,6 +238,28 @@ async def test_fresh_until_the_ttl_then_loaded_again(
     assert load.calls == 2
 
 
+async def test_fresh_answers_only_a_fresh_entry_and_never_loads(
+    make_cache: Callable[..., ReadThroughCache], clock: FakeClock
+) -> None:
+    # fresh() is the handlers' synchronous fast path: a HIT or None, the rest is get()'s.
+    cache, load = make_cache(ttl=5, stale_while_revalidate=10, stale_if_error=300), Loader()
+    assert cache.fresh("k") is None  # nothing stored
+    await cache.get("k", load)
+    clock.advance(4.5)
+    hit = cache.fresh("k")
+    assert hit is not None
+    assert (hit.outcome, hit.detail, hit.entry.body) == (Outcome.HIT, "", load.body)
+    assert (hit.age, hit.freshness) == (pytest.approx(4.5), pytest.approx(0.5))
+    assert cache.stats().hits == 1
+    clock.advance(0.5)
+    # Stale: within both windows, yet not fresh() to serve; no refresh started by asking.
+    assert cache.fresh("k") is None
+    clock.advance(10_000)  # past every window and past cachetools' own expiry
+    assert cache.fresh("k") is None
+    assert (load.calls, cache.stats().hits, cache.stats().refreshes) == (1, 1, 0)
+    assert (await cache.get("k", load)).outcome is Outcome.MISS
+
+
 async def test_stale_while_revalidate_answers_at_once_with_one_background_refresh(
     make_cache: Callable[..., ReadThroughCache], clock: FakeClock
 ) -> None:
