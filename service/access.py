@@ -74,13 +74,14 @@ def record(
     # aiohttp has no public "fully written" flag.)
     if not response._eof_sent:
         status = CLIENT_CLOSED_REQUEST
-    metrics.request_done(route, request.method, status, seconds)
+    counts = metrics.http
+    counts.request_done(route, request.method, status, seconds)
     cache = response.headers.get("X-Cache")
     if served is not None:
         if cache is not None:
-            metrics.cache_result(served, _RESULTS.get(cache, "other"))
+            counts.cache_result(served, _RESULTS.get(cache, "other"))
         elif status >= 500:
-            metrics.cache_result(served, "error")
+            counts.cache_result(served, "error")
     sink(
         logging.DEBUG if route in QUIET_ROUTES else logging.INFO,
         {

@@ -118,7 +118,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         cors = CorsPolicy(
             settings.cors_allowed_origins, credentials=settings.cors_allow_credentials
         )
-    routing = Routing(RequestIds(), metrics.http_in_flight, cors)
+    routing = Routing(RequestIds(), metrics.http, cors)
     data_tokens = BearerTokens(settings.api_tokens, "cm-api") if settings.api_tokens else None
     router = app.router
     for name in settings.resources:

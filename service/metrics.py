@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 
 from . import __version__
 from .cache import CacheStats
+from .httpstats import HttpStats
 from .pool import PoolStats
 
 # A cache hit is answered in well under a millisecond, a cold list in tens of milliseconds, and
@@ -45,7 +46,6 @@ ACQUIRE_BUCKETS: Final = (
     0.00001, 0.0001, 0.001, 0.01, 0.05, 0.25, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
 
-CACHE_RESULTS: Final = ("hit", "miss", "coalesced", "stale", "error")
 QUERY_ERROR_KINDS: Final = ("timeout", "connection", "server", "pool")
 # Why the pool closed connections (service/pool.py): listed so that each series starts at zero.
 CLOSE_REASONS: Final = (
@@ -59,8 +59,6 @@ CLOSE_REASONS: Final = (
     "below_min",
     "startup_failed",
 )
-# Bounded method label: anything else a client sends is "other".
-METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 OTHER_LABEL: Final = "other"  # resource label of queries outside any resource (introspection)
 
 
@@ -170,24 +168,8 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = CollectorRegistry() if registry is None else registry
         self.registry = r
-        self.http_requests = Counter(
-            "cmapi_http_requests",
-            "HTTP requests answered, by route template, method and status",
-            ["route", "method", "status"],
-            registry=r,
-        )
-        # By route only: a method label would double the biggest block of every scrape (each
-        # series is 17 lines) for HEAD requests nobody charts apart.
-        self.http_duration = Histogram(
-            "cmapi_http_request_duration_seconds",
-            "From the request's arrival to its last byte written",
-            ["route"],
-            buckets=HTTP_BUCKETS,
-            registry=r,
-        )
-        self.http_in_flight = Gauge(
-            "cmapi_http_requests_in_flight", "Requests being handled now", registry=r
-        )
+        self.http = HttpStats(HTTP_BUCKETS)
+        r.register(self.http)
         self.acquire_seconds = Histogram(
             "cmapi_db_pool_acquire_seconds",
             "Time to get a pooled connection (successful acquires)",
@@ -205,12 +187,6 @@ class Metrics:
             "cmapi_db_query_errors",
             "Statements that failed, by resource and kind (timeout, connection, server, pool)",
             ["resource", "kind"],
-            registry=r,
-        )
-        self.cache_requests = Counter(
-            "cmapi_cache_requests",
-            "Requests answered through the cache, by resource and result",
-            ["resource", "result"],
             registry=r,
         )
         self.cache_load_seconds = Histogram(
@@ -234,9 +210,6 @@ class Metrics:
         r.register(self._state)
         # Route template -> (route label, resource or None); anything else is "unmatched".
         self._routes: dict[str, tuple[str, str | None]] = {}
-        # Labelled children, looked up once: `.labels()` costs more than the increment.
-        self._http: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
-        self._cache: dict[tuple[str, str], Counter] = {}
 
     # -- wiring -----------------------------------------------------------------------------
 
@@ -252,12 +225,8 @@ class Metrics:
     def add_route(self, template: str, resource: str | None = None) -> None:
         """Declare a route template (and the resource it serves), with its main series at 0."""
         self._routes[template] = (template, resource)
-        self.http_duration.labels(template)
-        for status in (200, 304, 503) if resource is not None else (200,):
-            self.http_requests.labels(template, "GET", str(status))
+        self.http.declare(template, resource)
         if resource is not None:
-            for result in CACHE_RESULTS:
-                self.cache_requests.labels(resource, result)
             self.query_seconds.labels(resource)
             self.cache_load_seconds.labels(resource)
             for kind in QUERY_ERROR_KINDS:
@@ -269,28 +238,7 @@ class Metrics:
             return "unmatched", None
         return self._routes.get(template, ("unmatched", None))
 
-    # -- recording (called on the request path) ---------------------------------------------
-
-    def request_done(self, route: str, method: str, status: int, seconds: float) -> None:
-        key = (route, method, status)
-        children = self._http.get(key)
-        if children is None:
-            label = method if method in METHODS else OTHER_LABEL
-            children = (
-                self.http_requests.labels(route, label, str(status)),
-                self.http_duration.labels(route),
-            )
-            if len(self._http) < 10_000:  # bounded by routes x methods x statuses anyway
-                self._http[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
-
-    def cache_result(self, resource: str, result: str) -> None:
-        key = (resource, result)
-        child = self._cache.get(key)
-        if child is None:
-            child = self._cache[key] = self.cache_requests.labels(resource, result)
-        child.inc()
+    # -- recording (the request path's own counts are in self.http) -------------------------
 
     def cache_loaded(self, key: Hashable, seconds: float) -> None:
         resource = key[0] if isinstance(key, tuple) and key else OTHER_LABEL

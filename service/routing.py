@@ -54,28 +54,24 @@ _ALLOWED: Final = "GET,HEAD"
 
 
 class InFlight(Protocol):
-    """A gauge of the requests being handled now (prometheus_client.Gauge has this shape)."""
+    """Where the wrapper counts the requests being handled now (httpstats.HttpStats has this
+    shape): a plain int, moved only on the event loop's thread."""
 
-    def inc(self, amount: float = 1) -> None: ...
-
-    def dec(self, amount: float = 1) -> None: ...
+    in_flight: int
 
 
-class _NoGauge:
-    def inc(self, amount: float = 1) -> None:
-        pass
-
-    def dec(self, amount: float = 1) -> None:
-        pass
+@dataclass(slots=True)
+class _Uncounted:
+    in_flight: int = 0
 
 
 @dataclass(frozen=True)
 class Routing:
-    """What the wrapper of every route shares: where request ids come from, the gauge of
-    requests in flight, and the CORS policy (None: no CORS headers, no preflights)."""
+    """What the wrapper of every route shares: where request ids come from, where requests in
+    flight are counted, and the CORS policy (None: no CORS headers, no preflights)."""
 
     ids: RequestIds = field(default_factory=RequestIds)
-    in_flight: InFlight = field(default_factory=_NoGauge)
+    counts: InFlight = field(default_factory=_Uncounted)
     cors: CorsPolicy | None = None
 
 
@@ -97,7 +93,7 @@ def error_response(
 def wrap(handler: Handler, routing: Routing) -> Handler:
     """`handler` with a request id (logging context and response header), counted in flight,
     and whatever it raises turned into a JSON error response."""
-    ids, in_flight, cors = routing.ids, routing.in_flight, routing.cors
+    ids, counts, cors = routing.ids, routing.counts, routing.cors
 
     @functools.wraps(handler)
     async def wrapped(request: web.Request) -> web.StreamResponse:
@@ -105,7 +101,7 @@ def wrap(handler: Handler, routing: Routing) -> Handler:
         request_id = ids.for_request(request.headers.get(REQUEST_ID))
         # Everything logged while handling this request (a load it starts included) carries it.
         token = CURRENT_REQUEST_ID.set(request_id)
-        in_flight.inc()
+        counts.in_flight += 1
         try:
             response = await handler(request)
         except ServiceError as exc:
@@ -121,7 +117,7 @@ def wrap(handler: Handler, routing: Routing) -> Handler:
             log.exception("unhandled_error", path=request.path, method=request.method)
             response = error_response(500, "internal_error", "internal server error")
         finally:
-            in_flight.dec()
+            counts.in_flight -= 1
             CURRENT_REQUEST_ID.reset(token)
         response.headers[REQUEST_ID] = request_id
         if cors is not None:
