@@ -19,7 +19,7 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
 from .keys import METRICS
-from .logs import AccessSink, structlog_access_lines
+from .logs import AccessSink, StructlogAccessLines
 from .metrics import Metrics
 from .request_id import HEADER as REQUEST_ID
 from .routing import STARTED
@@ -82,8 +82,11 @@ def record(
             counts.cache_result(served, _RESULTS.get(cache, "other"))
         elif status >= 500:
             counts.cache_result(served, "error")
+    level = logging.DEBUG if route in QUIET_ROUTES else logging.INFO
+    if level < sink.min_level:
+        return
     sink(
-        logging.DEBUG if route in QUIET_ROUTES else logging.INFO,
+        level,
         {
             "request_id": response.headers.get(REQUEST_ID),
             "method": request.method,
@@ -108,7 +111,7 @@ def server_options(app: web.Application, sink: AccessSink | None = None) -> dict
     class AccessLogger(AbstractAccessLogger):
         def __init__(self, logger: logging.Logger, log_format: str) -> None:
             super().__init__(logger, log_format)
-            self._sink = sink or structlog_access_lines(structlog.get_logger("cm_api.access"))
+            self._sink = sink or StructlogAccessLines(structlog.get_logger("cm_api.access"))
 
         def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
             record(metrics, self._sink, request, response, time)

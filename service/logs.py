@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, BinaryIO, Final
+from typing import Any, BinaryIO, Final, Protocol
 
 import orjson
 import structlog
@@ -136,9 +136,17 @@ class ParserRejections(logging.Filter):
         return True
 
 
-# The access line's level and fields (without "event", "level" and "timestamp"): what
-# access.record hands to whichever writer the server was given.
-AccessSink = Callable[[int, dict[str, Any]], None]
+class AccessSink(Protocol):
+    """Whichever writer of access lines the server was given: access.record hands it a line's
+    level and fields (without "event", "level" and "timestamp")."""
+
+    # Lines below it are not written, so access.record does not gather their fields (a
+    # deployment at LOG_LEVEL=warning pays nothing for the lines it never sees).
+    min_level: int
+
+    def __call__(self, level: int, fields: dict[str, Any]) -> None: ...
+
+
 ACCESS_EVENT: Final = "request"
 _LEVEL_NAMES: Final = {
     logging.DEBUG: "debug",
@@ -183,11 +191,11 @@ class JsonAccessLines:
 
     def __init__(self, out: LoopFlushedLogger, level: int, stamper: UtcStamper) -> None:
         self._out = out
-        self._level = level
+        self.min_level = level
         self._stamper = stamper
 
     def __call__(self, level: int, fields: dict[str, Any]) -> None:
-        if level < self._level:
+        if level < self.min_level:
             return
         fields["event"] = ACCESS_EVENT
         fields["level"] = _LEVEL_NAMES.get(level, "info")
@@ -195,14 +203,17 @@ class JsonAccessLines:
         self._out.msg(_dumps(fields))
 
 
-def structlog_access_lines(logger: Any) -> AccessSink:
+class StructlogAccessLines:
     """The access line through a structlog logger: what tests capture with capture_logs, and the
-    console format's path."""
+    console format's path. structlog's own level filter decides what is written."""
 
-    def emit(level: int, fields: dict[str, Any]) -> None:
-        logger.log(level, ACCESS_EVENT, **fields)
+    min_level = logging.NOTSET
 
-    return emit
+    def __init__(self, logger: Any) -> None:
+        self._logger = logger
+
+    def __call__(self, level: int, fields: dict[str, Any]) -> None:
+        self._logger.log(level, ACCESS_EVENT, **fields)
 
 
 def configure_logging(level: str, fmt: str) -> AccessSink | None:

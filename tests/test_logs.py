@@ -15,15 +15,16 @@ import pytest
 import structlog
 from aiohttp import web
 from aiohttp.http_exceptions import LineTooLong
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 from structlog.testing import capture_logs
 
+from service.access import server_options
 from service.app import create_app
 from service.logs import (
     LoopFlushedLogger,
+    StructlogAccessLines,
     UtcStamper,
     configure_logging,
-    structlog_access_lines,
 )
 from service.request_id import add_request_id
 from service.settings import Settings
@@ -285,6 +286,38 @@ def test_loop_lines_are_written_once_per_loop_turn_and_errors_at_once() -> None:
     assert file.calls[-1] == b"f\n"
 
 
+class LevelledSink:
+    """An access-line writer set to a level, keeping what it is handed."""
+
+    def __init__(self, min_level: int) -> None:
+        self.min_level = min_level
+        self.lines: list[tuple[int, dict[str, Any]]] = []
+
+    def __call__(self, level: int, fields: dict[str, Any]) -> None:
+        self.lines.append((level, fields))
+
+
+async def test_lines_below_the_writers_level_are_not_gathered_but_still_counted(
+    settings: Settings,
+) -> None:
+    app = create_app(settings)
+    sink = LevelledSink(logging.WARNING)
+    server = TestServer(app)
+    await server.start_server(**server_options(app, sink))
+    async with TestClient(server) as client:
+        for path in ("/acc/", "/acc/", "/nope", "/livez"):
+            await (await client.get(path)).read()
+        await settle()
+        scrape = await (await client.get("/metrics")).text()
+        sink.min_level = logging.DEBUG  # from now on every line is wanted, probes' too
+        await (await client.get("/livez")).read()
+        await settle()
+    assert 'cmapi_http_requests_total{method="GET",route="/acc/",status="200"} 2.0' in scrape
+    assert 'cmapi_http_requests_total{method="GET",route="unmatched",status="404"} 1.0' in scrape
+    assert 'cmapi_cache_requests_total{resource="acc",result="hit"} 1.0' in scrape
+    assert [(level, fields["route"]) for level, fields in sink.lines] == [(logging.DEBUG, "/livez")]
+
+
 def test_the_fast_access_line_is_the_structlog_line(capsys: pytest.CaptureFixture[str]) -> None:
     root = logging.getLogger()
     saved = root.handlers[:], root.level
@@ -294,8 +327,8 @@ def test_the_fast_access_line_is_the_structlog_line(capsys: pytest.CaptureFixtur
         fields = {"request_id": "r-1", "method": "GET", "route": "/acc/", "status": 200}
         fast(logging.INFO, dict(fields))
         fast(logging.DEBUG, dict(fields))  # below the level: not written
-        structlog_access_lines(structlog.get_logger("cm_api.access"))(logging.INFO, dict(fields))
-        structlog_access_lines(structlog.get_logger("cm_api.access"))(logging.DEBUG, dict(fields))
+        StructlogAccessLines(structlog.get_logger("cm_api.access"))(logging.INFO, dict(fields))
+        StructlogAccessLines(structlog.get_logger("cm_api.access"))(logging.DEBUG, dict(fields))
         lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
         assert configure_logging("info", "console") is None  # the console goes through structlog
     finally:
