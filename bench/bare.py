@@ -26,7 +26,7 @@ JSON = "application/json"
 PROBE_BODY = b'{"status": "ok"}'
 
 
-def _handler(body: bytes, gzip_body: bytes | None) -> Handler:
+def handler(body: bytes, gzip_body: bytes | None) -> Handler:
     if gzip_body is None:
 
         async def plain(request: web.Request) -> web.Response:
@@ -58,7 +58,9 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def _pairs(parser: argparse.ArgumentParser, option: str, values: list[str]) -> dict[str, bytes]:
+def route_files(
+    parser: argparse.ArgumentParser, option: str, values: list[str]
+) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
     for value in values:
         path, sep, file = value.partition("=")
@@ -81,13 +83,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="serve FILE (gzip bytes) at PATH to requests that accept gzip",
     )
     args = parser.parse_args(argv)
-    plain = _pairs(parser, "--route", args.route)
-    gzip = _pairs(parser, "--gzip-route", args.gzip_route)
+    plain = route_files(parser, "--route", args.route)
+    gzip = route_files(parser, "--gzip-route", args.gzip_route)
     if missing := sorted(set(gzip) - set(plain)):
         parser.error(f"--gzip-route without a --route for {', '.join(missing)}")
     app = web.Application()
     for path, body in plain.items():
-        app.router.add_get(path, _handler(body, gzip.get(path)))
+        app.router.add_get(path, handler(body, gzip.get(path)))
     for path in ("/livez", "/readyz"):
         app.router.add_get(path, _probe)
     web.run_app(

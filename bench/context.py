@@ -32,17 +32,30 @@ class Context:
         self, label: str, bodies: Mapping[str, bytes], gzip_bodies: Mapping[str, bytes]
     ) -> Server:
         """The limit reference serving these bytes (written to files for it), ready."""
-
-        def write(path: str, body: bytes, suffix: str) -> Path:
-            file = self.workdir / f"{label}{path.replace('/', '_')}{suffix}"
-            file.write_bytes(body)
-            return file
-
-        routes = {path: write(path, body, "json") for path, body in bodies.items()}
-        gzip_routes = {path: write(path, body, "json.gz") for path, body in gzip_bodies.items()}
+        routes = self._files(label, bodies, "json")
+        gzip_routes = self._files(label, gzip_bodies, "json.gz")
         server = self.processes.reference(routes, gzip_routes, label)
         await server.wait_ready()
         return server
+
+    async def start_bare_routes(
+        self, label: str, bodies: Mapping[str, bytes], **settings: str
+    ) -> Server:
+        """A fresh service like start_service's that also answers /bare<path> with these bytes
+        through its own wrapper and logger, without the cache (bench/bare_route.py), ready."""
+        routes = self._files(f"{label}-bare", bodies, "json")
+        env = {**self.db.service_env(), **settings}
+        server = self.processes.service(env, f"{label}-bare", bare_routes=routes)
+        await server.wait_ready()
+        return server
+
+    def _files(self, label: str, bodies: Mapping[str, bytes], suffix: str) -> dict[str, Path]:
+        """`bodies` by path written to files of the work directory, by path."""
+        files = {}
+        for path, body in bodies.items():
+            file = files[path] = self.workdir / f"{label}{path.replace('/', '_')}{suffix}"
+            file.write_bytes(body)
+        return files
 
     async def read_status(self) -> Status:
         return await self.status.read()

@@ -1,9 +1,10 @@
 """hit: what a cache HIT costs next to the limit of this machine, the limit reference writing
-the same bytes from memory; and what gzip and a 304 revalidation give.
+the same bytes from memory, and next to a bare handler inside the service (same server, wrapper,
+access logger and metrics, no cache); and what gzip and a 304 revalidation give.
 
 The service runs with a TTL of an hour, so after the first request every request is a HIT. Per
-path five variants take turns under the same wrk load: service and reference, each plain and
-gzip, and the service answering 304 to If-None-Match.
+path six variants take turns under the same wrk load: service and reference, each plain and
+gzip, the service answering 304 to If-None-Match, and the bare handler in the service.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import gzip
 from dataclasses import dataclass
 from typing import Final
 
+from .bare_route import PREFIX
 from .client import get, session
 from .context import Context, Scenario
 from .processes import Server
@@ -25,8 +27,9 @@ TARGET_SHRINK: Final = 5.0  # plain bytes per response over gzip bytes per respo
 TARGET_304: Final = 1.0  # 304 req/s over plain req/s, service
 GZIP: Final = {"Accept-Encoding": "gzip"}
 REFERENCE: Final = "limit reference"
+BARE: Final = "in-service bare handler"
 
-VARIANTS: Final = 5
+VARIANTS: Final = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,9 +68,12 @@ async def _same_bytes(url: str, path: str, bodies: _Bodies) -> None:
         raise RuntimeError(f"the limit reference's {path} differs from the service's")
 
 
-def _variants(service: Server, reference: Server, path: str, etag: str) -> list[Variant]:
+def _variants(
+    service: Server, reference: Server, bare: Server, path: str, etag: str
+) -> list[Variant]:
     return [
         Variant("service identity", service, path),
+        Variant(BARE, bare, PREFIX + path),
         Variant(f"{REFERENCE} identity", reference, path),
         Variant("service gzip", service, path, GZIP),
         Variant(f"{REFERENCE} gzip", reference, path, GZIP),
@@ -78,11 +84,13 @@ def _variants(service: Server, reference: Server, path: str, etag: str) -> list[
 def _claims(path: str, found: Rounds, bodies: _Bodies) -> list[Claim]:
     plain, ref_plain = found[path, "service identity"], found[path, f"{REFERENCE} identity"]
     packed, not_modified = found[path, "service gzip"], found[path, "service 304"]
+    bare = found[PREFIX + path, BARE]
 
     def errors(*errs: int) -> str:
         return f", {sum(errs)} wrk errors" if sum(errs) else ""
 
     ratio = plain.rate / ref_plain.rate
+    bare_ratio = plain.rate / bare.rate
     gzip_ratio = packed.rate / plain.rate
     shrink = len(bodies.plain) / len(bodies.gzip)
     ratio_304 = not_modified.rate / plain.rate
@@ -94,6 +102,14 @@ def _claims(path: str, found: Rounds, bodies: _Bodies) -> list[Claim]:
             + errors(plain.errors, ref_plain.errors),
             f">= {TARGET_RATIO}",
             ratio >= TARGET_RATIO and plain.errors + ref_plain.errors == 0,
+        ),
+        Claim(
+            NAME,
+            f"{path} identity req/s service/{BARE}",
+            f"{bare_ratio:.3f} ({plain.rate:.0f} vs {bare.rate:.0f})"
+            + errors(plain.errors, bare.errors),
+            f">= {TARGET_RATIO}",
+            bare_ratio >= TARGET_RATIO and plain.errors + bare.errors == 0,
         ),
         Claim(
             NAME,
@@ -130,13 +146,19 @@ async def run(ctx: Context) -> Outcome:
         {p: b.plain for p, b in bodies.items()},
         {p: b.gzip for p, b in bodies.items()},
     )
+    bare = await ctx.start_bare_routes(
+        NAME, {p: b.plain for p, b in bodies.items()}, CACHE_TTL_SECONDS="3600"
+    )
     for path, body in bodies.items():
         await _same_bytes(reference.url, path, body)
+        async with session(limit=1) as client:
+            if (await get(client, bare.url, PREFIX + path, gzip_ok=False)).body != body.plain:
+                raise RuntimeError(f"the bare handler's {PREFIX}{path} differs from {path}")
         say(
             f"  {path}: {len(body.plain):,} B identity, {len(body.gzip):,} B gzip per response "
             "(bodies measured with aiohttp)"
         )
-    groups = [_variants(service, reference, path, bodies[path].etag) for path in size.paths]
+    groups = [_variants(service, reference, bare, path, bodies[path].etag) for path in size.paths]
     found = await run_rounds(ctx, groups, size.rounds, size.seconds, size.warmup)
     async with session(limit=1) as client:
         for path in size.paths:
@@ -144,6 +166,7 @@ async def run(ctx: Context) -> Outcome:
             if after.x_cache != "HIT":
                 say(f"  WARNING: after the rounds GET {path} was X-Cache {after.x_cache}, not HIT")
     ctx.processes.stop(reference)
+    ctx.processes.stop(bare)
     ctx.processes.stop(service)
 
     outcome = Outcome()
@@ -153,14 +176,16 @@ async def run(ctx: Context) -> Outcome:
         plain, ref_plain = found[path, "service identity"], found[path, f"{REFERENCE} identity"]
         packed, ref_packed = found[path, "service gzip"], found[path, f"{REFERENCE} gzip"]
         not_modified = found[path, "service 304"]
+        bare_plain = found[PREFIX + path, BARE]
         outcome.rows += [
             plain.row(NAME, ref_plain, REFERENCE),
             ref_plain.row(NAME),
+            bare_plain.row(NAME, ref_plain, REFERENCE),
             packed.row(NAME, ref_packed, REFERENCE),
             ref_packed.row(NAME),
             not_modified.row(NAME, plain, "service identity"),
         ]
-        for series in (plain, ref_plain, packed, ref_packed, not_modified):
+        for series in (plain, ref_plain, bare_plain, packed, ref_packed, not_modified):
             say(
                 f"  {path:7} {series.variant.name:26} {series.cpu_per_request * 1e6:7.1f} us "
                 f"(CPU busy {series.busy:.0%})"
@@ -168,7 +193,8 @@ async def run(ctx: Context) -> Outcome:
         say(
             f"  {path:7} reference/service CPU per request: identity "
             f"{ref_plain.cpu_per_request / plain.cpu_per_request:.3f}, gzip "
-            f"{ref_packed.cpu_per_request / packed.cpu_per_request:.3f}"
+            f"{ref_packed.cpu_per_request / packed.cpu_per_request:.3f}; bare handler/service "
+            f"identity {bare_plain.cpu_per_request / plain.cpu_per_request:.3f}"
         )
         outcome.claims += _claims(path, found, bodies[path])
     total = found.total

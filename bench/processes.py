@@ -182,11 +182,23 @@ class Processes:
         self.logdir = logdir
         self._children: list[Child] = []
 
-    def service(self, env: Mapping[str, str], label: str) -> Server:
+    def service(
+        self,
+        env: Mapping[str, str],
+        label: str,
+        bare_routes: Mapping[str, Path] | None = None,
+    ) -> Server:
+        """`python -m service`; with `bare_routes`, `python -m bench.bare_route`: the same
+        service plus a bare handler per path (bench/bare_route.py)."""
         argv = [sys.executable, "-m", "service"]
+        name = f"service ({label})"
+        if bare_routes is not None:
+            argv = [sys.executable, "-m", "bench.bare_route"]
+            argv += [f"--route={path}={body}" for path, body in bare_routes.items()]
+            name = f"service with bare routes ({label})"
         # No load balancer to drain: without the shutdown delay every stop would cost 5 s.
         env = {"LOG_LEVEL": "warning", "LOG_FORMAT": "json", "SHUTDOWN_DELAY_SECONDS": "0", **env}
-        return self._add(Server(f"service ({label})", argv, env, self.logdir / f"{label}.log"))
+        return self._add(Server(name, argv, env, self.logdir / f"{label}.log"))
 
     def reference(
         self, routes: Mapping[str, Path], gzip_routes: Mapping[str, Path], label: str

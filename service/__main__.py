@@ -6,17 +6,18 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import prometheus_client
 import structlog
+from aiohttp import web
 
 from . import __version__
 from .app import create_app
 from .errors import StartupError
 from .logs import configure_logging
 from .server import serve
-from .settings import SettingsError, load_settings
+from .settings import Settings, SettingsError, load_settings
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -27,9 +28,13 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def main(env: Mapping[str, str] | None = None) -> int:
+def main(
+    env: Mapping[str, str] | None = None,
+    *,
+    build: Callable[[Settings], web.Application] = create_app,
+) -> int:
     """Run the service until SIGTERM/SIGINT and a graceful drain (server.py); return the
-    process exit code."""
+    process exit code. `build` makes the app from the settings (bench/ adds routes to it)."""
     try:
         settings = load_settings(os.environ if env is None else env)
     except SettingsError as exc:
@@ -43,7 +48,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
     log.info("starting", version=__version__, settings=settings.public())
     try:
         with asyncio.Runner(loop_factory=_new_loop) as runner:
-            runner.run(serve(create_app(settings), settings, access_lines))
+            runner.run(serve(build(settings), settings, access_lines))
     except asyncio.CancelledError:
         log.info("stopped", during="start-up")
         return 0
