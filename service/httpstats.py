@@ -2,9 +2,9 @@
 Prometheus families only when Prometheus scrapes (a prometheus-client Collector).
 
 Not prometheus-client's Counter and Histogram children: every update of theirs takes a
-threading.Lock, and the request path made five of them (requests counter, the duration
-histogram's sum and bucket, the cache result counter, the in-flight gauge up and down). On a
-cache hit under load bench/ measured them at several microseconds of a ~55 us answer. Only the
+threading.Lock, and the request path made six of them (requests counter, the duration
+histogram's sum and bucket, the cache result counter, the in-flight gauge up and down). Counting
+here instead took a cached /acc/ answer from 55 to 49 us of CPU under wrk (bench/, A/B). Only the
 event loop's thread changes these numbers, and the scrape reads them on that same thread, so they
 need no lock.
 """
@@ -54,7 +54,8 @@ class HttpStats:
     def declare(self, route: str, resource: str | None) -> None:
         """Make a route's main series exist at zero before its first request (so that rate()
         and absent() see them from the start)."""
-        self._durations.setdefault(route, _Durations([0] * (len(self.buckets) + 1)))
+        if route not in self._durations:
+            self._new_durations(route)
         for status in (200, 304, 503) if resource is not None else (200,):
             self._requests.setdefault((route, "GET", status), 0)
         if resource is not None:
@@ -68,7 +69,7 @@ class HttpStats:
         self._requests[key] = self._requests.get(key, 0) + 1
         durations = self._durations.get(route)
         if durations is None:
-            durations = self._durations[route] = _Durations([0] * (len(self.buckets) + 1))
+            durations = self._new_durations(route)
         # Prometheus buckets count observations <= their bound: the first bound >= seconds.
         durations.counts[bisect_left(self.buckets, seconds)] += 1
         durations.total += seconds
@@ -76,6 +77,10 @@ class HttpStats:
     def cache_result(self, resource: str, result: str) -> None:
         key = (resource, result)
         self._cache[key] = self._cache.get(key, 0) + 1
+
+    def _new_durations(self, route: str) -> _Durations:
+        durations = self._durations[route] = _Durations([0] * (len(self.buckets) + 1))
+        return durations
 
     # -- the scrape ----------------------------------------------------------------------------
 
