@@ -3,6 +3,7 @@ It only wires; every piece of behaviour lives in its own module."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import structlog
@@ -14,6 +15,7 @@ from .auth import BearerTokens
 from .cache import ReadThroughCache
 from .cors import CorsPolicy
 from .db import Database
+from .dbhealth import keep_checked
 from .errors import DatabaseQueryError, DatabaseUnavailable, StartupError
 from .handlers import ResourceHandlers
 from .health import Readiness, livez, readyz
@@ -90,16 +92,21 @@ async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def readiness_ctx(app: web.Application) -> AsyncIterator[None]:
-    """/readyz's state; needs the database, so it comes after database_ctx."""
-    catalog = app[CATALOG]
+    """/readyz's state, and the background check that keeps the database's state current
+    while no request asks it; needs the database, so it comes after database_ctx."""
+    db, catalog = app[DATABASE], app[CATALOG]
     readiness = Readiness(
-        app[DATABASE].ping,
-        schema=f"{len(catalog.resources)} table(s) verified at start-up",
+        db.health, db.stats, schema=f"{len(catalog.resources)} table(s) verified at start-up"
     )
     app[READINESS] = readiness
     app[METRICS].watch_readiness(lambda: readiness.ready)
+    app[METRICS].watch_database(lambda: db.health.status().up)
+    interval = app[SETTINGS].db_check_interval
+    checking = asyncio.create_task(keep_checked(db.health, db.ping, interval)) if interval else None
     yield
-    await readiness.close()
+    if checking is not None:
+        checking.cancel()
+        await asyncio.gather(checking, return_exceptions=True)
 
 
 def create_app(settings: Settings, *, registry: CollectorRegistry | None = None) -> web.Application:

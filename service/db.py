@@ -7,8 +7,11 @@ No HTTP here. SQL text comes only from `resources.py`, values are always bound p
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
+import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -16,6 +19,7 @@ import aiomysql
 import pymysql
 import structlog
 
+from .dbhealth import DatabaseHealth
 from .errors import DatabaseQueryError, DatabaseUnavailable, StartupError
 from .pool import AcquireTimeout, ConnectionPool, PoolClosed, PoolStats, looks_dead
 from .settings import Settings
@@ -24,6 +28,10 @@ log = structlog.get_logger(__name__)
 
 # Start-up errors that no retry will fix: wrong credentials, no such database.
 _FATAL_CONNECT_ERRORS: Final = frozenset({1044, 1045, 1049, 1698})
+# MySQL's client-side error codes; the server's own are below and above (1045 access denied,
+# MariaDB's 4151 account locked).
+_CLIENT_ERRORS: Final = range(2000, 3000)
+_UNREACHABLE_ERRNOS: Final = frozenset({errno.EHOSTUNREACH, errno.ENETUNREACH})
 # Errors that mean the connection (not the statement) failed: MySQL client errors (2xxx) and the
 # server ending the session (shutdown 1053, killed 1927, too many connections 1040).
 _SERVER_GONE_ERRORS: Final = frozenset({1040, 1053, 1077, 1152, 1153, 1156, 1927})
@@ -81,20 +89,12 @@ class _Unobserved:
         pass
 
 
-@dataclass
-class _Incident:
-    kind: str
-    since: float
-    failures: int = 1
-
-
 class Database:
     def __init__(self, settings: Settings, observer: QueryObserver | None = None) -> None:
         self._settings = settings
         self._observer: QueryObserver = _Unobserved() if observer is None else observer
-        # The failure being lived through: logged when it starts, changes kind and ends, so an
-        # outage under load is a few lines, not one per request.
-        self._incident: _Incident | None = None
+        # Told every outcome: what /readyz?verbose and cmapi_db_up say, and the incident log.
+        self.health = DatabaseHealth(self.where)
         self._pool = ConnectionPool(
             self._connect,
             min_size=settings.db_pool_min_size,
@@ -173,6 +173,7 @@ class Database:
                 )
                 await asyncio.sleep(s.db_connect_retry_delay)
             else:
+                self.health.succeeded("reached at start-up")
                 return
 
     async def close(self, grace: float = 10.0) -> None:
@@ -234,126 +235,93 @@ class Database:
         urgent: bool = False,
         resource: str = "other",
     ) -> None:
-        """Run one statement on a pooled connection, bounded by the acquire and query time-outs,
-        handing its rows to `consume` in chunks (FETCH_CHUNK_ROWS, or FETCH_CHUNK_ROWS_URGENT when
-        requests wait for this result). `resource` labels its metrics.
+        """Run one statement, handing its rows to `consume` in chunks (FETCH_CHUNK_ROWS, or
+        FETCH_CHUNK_ROWS_URGENT when requests wait for this result). `resource` labels its
+        metrics. Bounded and cleaned up as `_statement` says."""
+        async with self._statement(resource) as conn:
+            sent = time.perf_counter()
+            async with conn.cursor(aiomysql.SSCursor) as cur:
+                await cur.execute(sql, tuple(args))
+                size = FETCH_CHUNK_ROWS_URGENT if urgent else FETCH_CHUNK_ROWS
+                while chunk := await cur.fetchmany(size):
+                    consume(chunk)
+                    await asyncio.sleep(0)
+        seconds = time.perf_counter() - sent
+        self._observer.query_done(resource, seconds)
+        self.health.succeeded(f"a query answered in {seconds * 1000:.1f} ms")
+
+    async def ping(self) -> float:
+        """One COM_PING on a pooled connection, as `_statement` bounds it; the seconds it took.
+        Not counted as a query; its outcome goes to `health` (it is the background check)."""
+        async with self._statement(None) as conn:
+            started = time.perf_counter()
+            await conn.ping(reconnect=False)
+        seconds = time.perf_counter() - started
+        self.health.succeeded(f"a ping answered in {seconds * 1000:.1f} ms")
+        return seconds
+
+    @contextlib.asynccontextmanager
+    async def _statement(self, resource: str | None) -> AsyncIterator[Any]:
+        """A pooled connection for one statement (`resource` None: a ping), bounded by the
+        acquire and query time-outs; failures become DatabaseUnavailable (retry later) or
+        DatabaseQueryError, counted and told to `health`.
 
         A connection whose statement did not finish cleanly (time-out, cancellation, protocol
-        or server error, an error raised by `consume`) is closed, never returned to the pool in
-        an unknown state.
+        or server error, an error raised by the caller's code) is closed, never returned to the
+        pool in an unknown state.
         """
         s = self._settings
         started = time.perf_counter()
         try:
             conn = await self._pool.acquire(s.db_acquire_timeout)
         except AcquireTimeout as exc:
-            self._failed(resource, "pool", str(exc))
+            # Saturation, not a fact about the database: a ping that finds it tells nothing.
+            if resource is not None:
+                self._failed(resource, "pool", "pool saturated: " + str(exc), str(exc))
             raise DatabaseUnavailable(str(exc)) from None
         except PoolClosed:
             raise DatabaseUnavailable("the service is shutting down") from None
         except (pymysql.err.MySQLError, OSError) as exc:
-            self._failed(resource, "connection", _describe(exc))
-            raise DatabaseUnavailable("cannot connect to the database") from None
-        sent = time.perf_counter()
-        self._observer.acquired(sent - started)
+            self._failed(resource, "connection", _connect_failure(exc, s), _describe(exc))
+            raise DatabaseUnavailable(
+                "cannot connect to the database", detail=_describe(exc)
+            ) from None
+        self._observer.acquired(time.perf_counter() - started)
+        what = "a query" if resource is not None else "a ping"
         discard: str | None = "cancelled"
         try:
             async with asyncio.timeout(s.db_query_timeout):
-                async with conn.cursor(aiomysql.SSCursor) as cur:
-                    await cur.execute(sql, tuple(args))
-                    size = FETCH_CHUNK_ROWS_URGENT if urgent else FETCH_CHUNK_ROWS
-                    while chunk := await cur.fetchmany(size):
-                        consume(chunk)
-                        await asyncio.sleep(0)
+                yield conn
             discard = None
         except TimeoutError:
             discard = "timeout"
-            message = f"the database did not answer within {s.db_query_timeout:g} s"
-            self._failed(resource, "timeout", message)
-            raise DatabaseUnavailable(message) from None
+            limit = f"{s.db_query_timeout:g} s"
+            self._failed(
+                resource,
+                "timeout",
+                f"time-out: no answer to {what} within DB_QUERY_TIMEOUT ({limit})",
+                f"no answer within {limit}",
+            )
+            raise DatabaseUnavailable(f"the database did not answer within {limit}") from None
         except (pymysql.err.MySQLError, OSError, RuntimeError) as exc:
             if isinstance(exc, RuntimeError) and not looks_dead(conn):
                 discard = "error"  # not the connection's doing: a bug, answered with 500
                 raise
             discard, kind, error = _classify(exc)
-            self._failed(resource, kind, _describe(exc))
+            self._failed(resource, kind, _statement_failure(kind, what), _describe(exc))
             raise error from None
         except Exception:
             discard = "error"
             raise
         finally:
             self._pool.release(conn, discard=discard)
-        self._observer.query_done(resource, time.perf_counter() - sent)
-        if self._incident is not None:
-            self._recovered()
 
-    async def ping(self) -> float:
-        """One COM_PING on a pooled connection, bounded by the acquire and query time-outs;
-        the seconds it took. For readiness: not counted as a query and not an incident (the
-        caller reports its failures). Raises DatabaseUnavailable with a `detail` for the log."""
-        s = self._settings
-        try:
-            conn = await self._pool.acquire(s.db_acquire_timeout)
-        except AcquireTimeout as exc:
-            raise DatabaseUnavailable("the connection pool is exhausted", detail=str(exc)) from None
-        except PoolClosed:
-            raise DatabaseUnavailable("the service is shutting down") from None
-        except (pymysql.err.MySQLError, OSError) as exc:
-            raise DatabaseUnavailable(
-                "cannot connect to the database", detail=_describe(exc)
-            ) from None
-        started = time.perf_counter()
-        discard: str | None = "cancelled"
-        try:
-            async with asyncio.timeout(s.db_query_timeout):
-                await conn.ping(reconnect=False)
-            discard = None
-        except TimeoutError:
-            discard = "timeout"
-            raise DatabaseUnavailable(
-                f"the database did not answer a ping within {s.db_query_timeout:g} s"
-            ) from None
-        except (pymysql.err.MySQLError, OSError, RuntimeError) as exc:
-            if isinstance(exc, RuntimeError) and not looks_dead(conn):
-                discard = "error"
-                raise
-            discard = "broken"
-            raise DatabaseUnavailable(
-                "the database connection was lost", detail=_describe(exc)
-            ) from None
-        finally:
-            self._pool.release(conn, discard=discard)
-        return time.perf_counter() - started
-
-    def _failed(self, resource: str, kind: str, reason: str) -> None:
-        """Count a failed statement; log it when an incident starts or changes kind. `reason`
-        never holds the password (the driver's messages do not contain it)."""
-        self._observer.query_failed(resource, kind)
-        incident = self._incident
-        if incident is not None and incident.kind == kind:
-            incident.failures += 1
-        else:
-            log_failure = log.error if kind == "server" else log.warning
-            log_failure(
-                "database_failing",
-                kind=kind,
-                reason=reason,
-                resource=resource,
-                where=self.where,
-                previous_kind=None if incident is None else incident.kind,
-            )
-            self._incident = _Incident(kind, time.monotonic())
-
-    def _recovered(self) -> None:
-        incident = self._incident
-        assert incident is not None
-        self._incident = None
-        log.info(
-            "database_recovered",
-            kind=incident.kind,
-            failures=incident.failures,
-            lasted_s=round(time.monotonic() - incident.since, 3),
-        )
+    def _failed(self, resource: str | None, kind: str, message: str, reason: str) -> None:
+        """Count a failed statement (not a ping) and tell `health`, which logs incidents.
+        `reason` never holds the password (the driver's messages do not contain it)."""
+        if resource is not None:
+            self._observer.query_failed(resource, kind)
+        self.health.failed(kind, message, reason, resource or "ping")
 
 
 def _classify(exc: BaseException) -> tuple[str, str, Exception]:
@@ -374,6 +342,35 @@ def _classify(exc: BaseException) -> tuple[str, str, Exception]:
     if lost and (code is None or code >= 2000 or code in _SERVER_GONE_ERRORS):
         return "broken", "connection", DatabaseUnavailable("the database connection was lost")
     return "error", "server", DatabaseQueryError("the database rejected the query")
+
+
+def _statement_failure(kind: str, what: str) -> str:
+    """The status message of a statement that failed as `_classify` says."""
+    if kind == "timeout":
+        return f"time-out: the database stopped {what} at its time limit"
+    if kind == "connection":
+        return f"lost: the connection broke during {what}"
+    return f"rejected: the database refused {what}"
+
+
+def _connect_failure(exc: BaseException, s: Settings) -> str:
+    """Why a connection could not be opened, named by cause for the status (shown to anyone
+    who can reach /readyz, so without address or driver text: the log line has those)."""
+    code = _error_code(exc)
+    # aiomysql wraps every socket error of a connect as 2003 with the OSError as its cause.
+    cause = exc.__cause__ if code == 2003 else exc
+    if isinstance(cause, TimeoutError):
+        limit = f"DB_CONNECTION_TIMEOUT ({s.db_connection_timeout:g} s)"
+        return f"time-out: no answer to a connection attempt within {limit}"
+    if isinstance(cause, ConnectionRefusedError):
+        return "refused: nothing accepts connections at the database's address"
+    if isinstance(cause, socket.gaierror):
+        return "unreachable: the database's host name does not resolve"
+    if isinstance(cause, OSError) and cause.errno in _UNREACHABLE_ERRNOS:
+        return "unreachable: no route to the database's host"
+    if code is not None and code not in _CLIENT_ERRORS:  # the server's own answer
+        return f"rejected: the server refused the connection ({code})"
+    return "lost: the connection broke while it was being opened"
 
 
 def _error_code(exc: BaseException) -> int | None:

@@ -1,43 +1,40 @@
 """Kubernetes probes. `/livez`: the process and its event loop answer (never the database, so a
-database outage never gets pods restarted). `/readyz`: this replica can serve now: the schema
-was verified at start-up, a database ping succeeds (at most one per `PING_MAX_AGE` seconds,
-whatever the number of probes) and shutdown has not begun.
+database outage never gets pods restarted). `/readyz`: this replica can answer usefully: the
+schema was verified at start-up and shutdown has not begun.
 
-Neither goes through the data cache, and neither counts as a data request in the metrics.
+The database is not a condition of readiness: every replica shares it, and a replica out of the
+Service serves nobody, where a ready one serves its stale answers (stale-if-error) or an honest
+503. Its state (dbhealth.py) and the pool's are shown by `?verbose` as checks that are `ok` or
+`degraded` without changing the answer. Both probes read state only: they never wait for a
+connection or a query. Neither goes through the data cache or counts as a data request.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-import structlog
 from aiohttp import web
 
-from .errors import DatabaseUnavailable
+from .dbhealth import DatabaseHealth
 from .keys import READINESS
+from .pool import PoolStats
 from .routing import RETRY_AFTER_SECONDS, json_response
 
-log = structlog.get_logger(__name__)
-
-# How long one ping's result answers readiness: a probe storm (many kubelets, a curious
-# operator, a load balancer) costs the database at most one ping per second.
-PING_MAX_AGE: Final = 1.0
-
 OK: Final = "ok"
-FAILED: Final = "failed"
-SKIPPED: Final = "skipped"
+DEGRADED: Final = "degraded"  # something is wrong that taking the replica out would not mend
+FAILED: Final = "failed"  # the replica must not get traffic
+STATUSES: Final = (OK, DEGRADED, FAILED)
+CHECKS: Final = ("schema", "database", "pool", "shutdown")  # in the order reported
 
 
 @dataclass(frozen=True)
 class Check:
     name: str
-    status: str  # OK, FAILED or SKIPPED
-    message: str  # shown to the prober
-    detail: str | None = None  # for the operator's log only (e.g. the driver's error)
+    status: str  # OK, DEGRADED or FAILED
+    message: str  # shown to the prober: no addresses, no driver text
 
 
 @dataclass(frozen=True)
@@ -55,83 +52,58 @@ class Report:
 
 
 class Readiness:
-    """Whether this replica should get traffic. `ping` raises DatabaseUnavailable when the
-    database cannot serve and returns the seconds it took otherwise; `clock` is injectable for
-    tests of the ping cache."""
+    """Whether this replica should get traffic, and what else is wrong; `clock` (that of
+    `database`) is injectable for tests."""
 
     def __init__(
         self,
-        ping: Callable[[], Awaitable[float]],
+        database: DatabaseHealth,
+        pool: Callable[[], PoolStats],
         *,
         schema: str,
-        max_age: float = PING_MAX_AGE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._ping = ping
+        self._database = database
+        self._pool = pool
         self._schema = Check("schema", OK, schema)
-        self._max_age = max_age
         self._clock = clock
-        self._last: tuple[float, Check] | None = None
-        self._running: asyncio.Task[Check] | None = None
         self._draining = False
-        # The start-up check just passed with a working connection.
-        self._ready = True
 
     @property
     def ready(self) -> bool:
-        """The last answer given (False from the start of shutdown); read by /metrics."""
-        return self._ready and not self._draining
+        """False from the start of shutdown; read by /metrics."""
+        return not self._draining
 
     @property
     def draining(self) -> bool:
         return self._draining
 
     def start_draining(self) -> None:
-        """Shutdown has begun: every later report is 503, at once and without a ping."""
+        """Shutdown has begun: every later report is 503."""
         self._draining = True
 
-    async def report(self) -> Report:
+    def report(self) -> Report:
         if self._draining:
-            database = Check("database", SKIPPED, "not checked during shutdown")
             shutdown = Check("shutdown", FAILED, "shutdown has begun")
         else:
-            database = await self._database()
             shutdown = Check("shutdown", OK, "not started")
-        report = Report((self._schema, database, shutdown))
-        if not self._draining and report.ready != self._ready:
-            self._ready = report.ready
-            if report.ready:
-                log.info("ready_again")
-            else:
-                details = {c.name: c.detail for c in report.checks if c.detail is not None}
-                log.warning("not_ready", reason=report.reason, details=details)
-        return report
+        return Report((self._schema, self._database_check(), self._pool_check(), shutdown))
 
-    async def close(self) -> None:
-        if self._running is not None:
-            self._running.cancel()
-            await asyncio.gather(self._running, return_exceptions=True)
+    def _database_check(self) -> Check:
+        status = self._database.status()
+        now = self._clock()
+        checked = f"checked {now - status.checked_at:.1f} s ago"
+        if status.up:
+            return Check("database", OK, f"up: {status.message}, {checked}")
+        down = f"down for {now - status.since:.0f} s"
+        return Check("database", DEGRADED, f"{down}: {status.message}; {checked}")
 
-    async def _database(self) -> Check:
-        last = self._last
-        if last is not None and self._clock() - last[0] < self._max_age:
-            return last[1]
-        if self._running is None:
-            self._running = asyncio.create_task(self._run_ping())
-        # Shielded: a probe that gives up must not cancel the ping other probes wait for.
-        return await asyncio.shield(self._running)
-
-    async def _run_ping(self) -> Check:
-        try:
-            seconds = await self._ping()
-        except DatabaseUnavailable as exc:
-            check = Check("database", FAILED, exc.message, exc.detail)
-        else:
-            check = Check("database", OK, f"ping answered in {seconds * 1000:.1f} ms")
-        finally:
-            self._running = None
-        self._last = (self._clock(), check)
-        return check
+    def _pool_check(self) -> Check:
+        p = self._pool()
+        used = f"{p.in_use} of {p.max_size} connections in use"
+        if p.pending and p.in_use >= p.max_size:
+            return Check("pool", DEGRADED, f"saturated: {used}, {p.pending} waiting for one")
+        return Check("pool", OK, f"{used}, {p.idle} idle")
 
 
 async def livez(request: web.Request) -> web.Response:
@@ -139,7 +111,7 @@ async def livez(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    report = await request.app[READINESS].report()
+    report = request.app[READINESS].report()
     body: dict[str, object]
     if report.ready:
         body = {"status": "ready"}

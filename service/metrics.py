@@ -69,13 +69,21 @@ class _StateCollector(Collector):
         self.pool: Callable[[], PoolStats] | None = None
         self.cache: Callable[[], CacheStats] | None = None
         self.ready: Callable[[], bool] | None = None
+        self.database_up: Callable[[], bool] | None = None
 
     def collect(self) -> Iterable[Metric]:
         if self.ready is not None:
             yield GaugeMetricFamily(
                 "cmapi_ready",
-                "1 when the last readiness check passed, 0 when not ready or shutting down",
+                "1 while /readyz answers 200, 0 once shutdown has begun",
                 value=1 if self.ready() else 0,
+            )
+        if self.database_up is not None:
+            yield GaugeMetricFamily(
+                "cmapi_db_up",
+                "1 when the latest statement, connection attempt or ping reached the database, "
+                "0 when it was refused, unreachable, timed out or lost",
+                value=1 if self.database_up() else 0,
             )
         if self.pool is not None:
             yield from _pool_metrics(self.pool())
@@ -221,6 +229,9 @@ class Metrics:
 
     def watch_readiness(self, ready: Callable[[], bool]) -> None:
         self._state.ready = ready
+
+    def watch_database(self, up: Callable[[], bool]) -> None:
+        self._state.database_up = up
 
     def add_route(self, template: str, resource: str | None = None) -> None:
         """Declare a route template (and the resource it serves), with its main series at 0."""

@@ -106,6 +106,12 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         "5",
         "seconds one query may run before it is abandoned (503) and its connection closed",
     ),
+    Variable(
+        "DB_CHECK_INTERVAL",
+        "5",
+        "seconds without any statement, connection attempt or ping after which a background "
+        "ping checks the database (cmapi_db_up, /readyz?verbose); 0 turns the check off",
+    ),
     Variable("HTTP_HOST", "0.0.0.0", "address the HTTP server listens on"),
     Variable("HTTP_PORT", "8080", "HTTP port (1-65535)"),
     Variable("MAX_PAGE_SIZE", "1000", "largest accepted ?limit= on list routes"),
@@ -212,6 +218,7 @@ class Settings:
     db_pool_recycle_seconds: float
     db_acquire_timeout: float
     db_query_timeout: float
+    db_check_interval: float
     http_host: str
     http_port: int
     max_page_size: int
@@ -423,6 +430,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         db_pool_recycle_seconds=r.number("DB_POOL_RECYCLE_SECONDS", 1, 86400 * 7),
         db_acquire_timeout=r.number("DB_ACQUIRE_TIMEOUT", 0.01, 300),
         db_query_timeout=r.number("DB_QUERY_TIMEOUT", 0.01, 3600),
+        db_check_interval=r.number("DB_CHECK_INTERVAL", 0, 3600),
         http_host=r.raw("HTTP_HOST"),
         http_port=r.integer("HTTP_PORT", 1, 65535),
         max_page_size=r.integer("MAX_PAGE_SIZE", 1, 100_000),

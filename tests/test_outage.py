@@ -49,6 +49,13 @@ async def test_database_stopped_then_back(
         body = await response.json()
         assert body["error"]["code"] == "database_unavailable"
         assert time.monotonic() - started < 5  # refused connections fail fast, no hang
+    # Still ready: the outage is every replica's. ?verbose and cmapi_db_up say what it is.
+    ready = await client.get("/readyz?verbose")
+    assert ready.status == 200
+    (database,) = [c for c in (await ready.json())["checks"] if c["name"] == "database"]
+    assert database["status"] == "degraded"
+    assert "refused: nothing accepts connections" in database["message"]
+    assert "\ncmapi_db_up 0.0\n" in await (await client.get("/metrics")).text()
 
     await asyncio.to_thread(private_db.start_server)
     deadline = time.monotonic() + 10

@@ -58,6 +58,9 @@ FAST_ENV: Final = {
     "SHUTDOWN_GRACE_SECONDS": "2",
     "LOG_LEVEL": "info",
     "LOG_FORMAT": "json",
+    # Each fault counts connections, queries and aborts exactly: the background check's pings
+    # would add their own. The cluster simulation runs it as deployed.
+    "DB_CHECK_INTERVAL": "0",
 }
 
 

@@ -1,0 +1,120 @@
+"""What this replica knows of its database now: reachable or not, and why, from the latest
+outcome of a statement, a connection attempt or a ping; and the background ping that keeps it
+current when no request asked the database lately.
+
+It is shown by /readyz?verbose and cmapi_db_up and logged once per incident, but it never
+decides readiness: every replica shares the database, so taking them out of the Service for
+its outage would only turn stale answers and honest 503s into connection errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Final
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+# Kinds of failure (the `kind` label of cmapi_db_query_errors_total) that say the database did
+# not answer; "server" (it answered with an error) and "pool" (no free connection) do not.
+UNREACHABLE_KINDS: Final = frozenset({"timeout", "connection"})
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseStatus:
+    up: bool
+    message: str  # what the latest outcome was, named by cause; no address, no driver text
+    since: float  # clock time the database became up or down
+    checked_at: float  # clock time of the latest outcome
+
+
+@dataclass(slots=True)
+class _Incident:
+    kind: str
+    since: float
+    failures: int = 1
+
+
+class DatabaseHealth:
+    """Fed by db.Database with every outcome; `clock` is injectable for tests."""
+
+    def __init__(self, where: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self._where = where
+        self._clock = clock
+        now = clock()
+        self._status = DatabaseStatus(False, "not reached yet", now, now)
+        # The failure being lived through: logged when it starts, changes kind and ends, so an
+        # outage under load is a few lines, not one per request.
+        self._incident: _Incident | None = None
+
+    def status(self) -> DatabaseStatus:
+        return self._status
+
+    def quiet_for(self) -> float:
+        """Seconds since the latest outcome."""
+        return self._clock() - self._status.checked_at
+
+    def succeeded(self, message: str) -> None:
+        self._set(True, message)
+        incident = self._incident
+        if incident is not None:
+            self._incident = None
+            log.info(
+                "database_recovered",
+                kind=incident.kind,
+                failures=incident.failures,
+                lasted_s=round(self._clock() - incident.since, 3),
+            )
+
+    def failed(self, kind: str, message: str, reason: str, resource: str) -> None:
+        """A failed statement, connection attempt or ping: `message` for the status, `reason`
+        (the driver's words, never the password) for the log."""
+        if kind in UNREACHABLE_KINDS:
+            self._set(False, message)
+        elif kind == "server":
+            self._set(True, "answered, with an error")
+        incident = self._incident
+        if incident is not None and incident.kind == kind:
+            incident.failures += 1
+            return
+        log_failure = log.error if kind == "server" else log.warning
+        log_failure(
+            "database_failing",
+            kind=kind,
+            reason=reason,
+            resource=resource,
+            where=self._where,
+            previous_kind=None if incident is None else incident.kind,
+        )
+        self._incident = _Incident(kind, self._clock())
+
+    def _set(self, up: bool, message: str) -> None:
+        now = self._clock()
+        since = self._status.since if self._status.up == up else now
+        self._status = DatabaseStatus(up, message, since, now)
+
+
+async def keep_checked(
+    health: DatabaseHealth,
+    ping: Callable[[], Awaitable[object]],
+    interval: float,
+) -> None:
+    """Ping whenever nothing told `health` anything for `interval` seconds (and no ping was
+    tried in that time either: one that records nothing, say for want of a free connection,
+    is not repeated at once); run as a task until cancelled. `ping` records its own outcome."""
+    tried = -interval
+    while True:
+        since_tried = time.monotonic() - tried
+        wait = interval - min(health.quiet_for(), since_tried)
+        if wait > 0:
+            await asyncio.sleep(wait)
+            continue
+        tried = time.monotonic()
+        try:
+            await ping()
+        except Exception as exc:  # the ping has told `health` what it means
+            log.debug("database_check_failed", error=repr(exc))
