@@ -128,6 +128,14 @@ class Database:
             async with asyncio.timeout(s.db_connection_timeout):
                 await conn._connect()
                 await self._limit_statement_time(conn)
+        except RuntimeError as exc:
+            # aiomysql's (and uvloop's) word for a socket the peer closed mid-handshake, say a
+            # proxy in front of a restarting server resetting what it just accepted: a lost
+            # connection (503), not a bug (500).
+            conn.close()
+            raise pymysql.err.OperationalError(
+                2013, f"Lost connection while connecting: {exc}"
+            ) from exc
         except BaseException:
             conn.close()
             raise

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
+import aiomysql
 import pytest
 
 from service.db import FETCH_CHUNK_ROWS, Database
@@ -225,8 +226,32 @@ async def test_fetch_when_the_server_is_unreachable_is_unavailable(
             await db.fetch("SELECT 1")
         assert time.monotonic() - started < 2  # the connect error, not the 5 s time-out
         assert db.stats().connect_errors_total == 1
+        status = db.health.status()
+        assert not status.up
+        assert status.message == "refused: nothing accepts connections at the database's address"
     finally:
         await db.close(grace=1)
+
+
+async def test_a_socket_closed_during_the_handshake_is_a_lost_connection(
+    start_db: StartDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An injected fault: aiomysql raises RuntimeError when the peer closed the socket before it
+    set its options (seen under the cluster simulation, a proxy resetting what it accepted while
+    the server restarts). That is an outage (503), not a bug (500)."""
+    db = await start_db(DB_POOL_MIN_SIZE="0")
+
+    def socket_gone(self: Any) -> None:
+        raise RuntimeError("Transport does not expose socket instance")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(aiomysql.Connection, "_set_keep_alive", socket_gone)
+        with pytest.raises(DatabaseUnavailable, match="cannot connect"):
+            await db.fetch("SELECT 1")
+    assert db.health.status().message == "lost: the connection broke while it was being opened"
+    assert db.stats().connect_errors_total == 1
+    assert await db.fetch("SELECT 1") == [(1,)]
+    assert db.health.status().up
 
 
 async def test_fetch_after_close_is_unavailable(start_db: StartDB) -> None:

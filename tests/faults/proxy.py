@@ -195,8 +195,11 @@ class FaultProxy:
         self._accepted += 1
         try:
             await self._flowing.wait()  # a black hole does not even dial the other side
+            upstream = self._dial()
             try:
-                up_reader, up_writer = await asyncio.open_connection(*self._upstream)
+                if upstream is None:
+                    raise ConnectionRefusedError("nowhere to forward this connection")
+                up_reader, up_writer = await asyncio.open_connection(*upstream)
             except OSError:
                 reset_connection(writer)  # as a refused connection would: the client learns at once
                 return
@@ -214,6 +217,11 @@ class FaultProxy:
             self._links.discard(link)
             for w in link.writers():
                 w.close()
+
+    def _dial(self) -> tuple[str, int] | None:
+        """Where a new connection is forwarded (None: nowhere; it is reset at once). Runs in
+        the proxy's thread; a subclass may choose per connection."""
+        return self._upstream
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, OSError):
