@@ -440,13 +440,32 @@ class FaultReport:
         self.faults[fault] = facts
 
 
+REPORT: Final = pytest.StashKey[FaultReport]()
+# Faults whose figures the end of the run prints (the README quotes them).
+PRINTED_PREFIX: Final = "cluster_"
+
+
 @pytest.fixture(scope="session")
-def fault_report() -> Iterator[FaultReport]:
-    report = FaultReport()
+def fault_report(pytestconfig: pytest.Config) -> Iterator[FaultReport]:
+    report = pytestconfig.stash.setdefault(REPORT, FaultReport())
     yield report
     path = os.environ.get("FAULTS_REPORT")
     if path:
         Path(path).write_text(json.dumps({"faults": report.faults}, indent=2) + "\n")
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """The cluster simulation's figures, in the output of every run that ran it."""
+    report = config.stash.get(REPORT, None)
+    printed = {} if report is None else report.faults
+    scenarios = {k: v for k, v in printed.items() if k.startswith(PRINTED_PREFIX)}
+    if not scenarios:
+        return
+    terminalreporter.section("cluster simulation (tests/faults/test_cluster.py)")
+    for name, facts in scenarios.items():
+        terminalreporter.write_line(name.removeprefix(PRINTED_PREFIX) + ":")
+        for key, value in facts.items():
+            terminalreporter.write_line(f"  {key}: {json.dumps(value, ensure_ascii=False)}")
 
 
 @pytest.fixture(scope="session")
