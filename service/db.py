@@ -285,7 +285,7 @@ class Database:
         except AcquireTimeout as exc:
             # Saturation, not a fact about the database: a ping that finds it tells nothing.
             if resource is not None:
-                self._failed(resource, "pool", "pool saturated: " + str(exc), str(exc))
+                self._failed(resource, "pool", str(exc), str(exc))
             raise DatabaseUnavailable(str(exc)) from None
         except PoolClosed:
             raise DatabaseUnavailable("the service is shutting down") from None

@@ -71,8 +71,9 @@ class DatabaseHealth:
             )
 
     def failed(self, kind: str, message: str, reason: str, resource: str) -> None:
-        """A failed statement, connection attempt or ping: `message` for the status, `reason`
-        (the driver's words, never the password) for the log."""
+        """A failed statement, connection attempt or ping of `kind` (UNREACHABLE_KINDS, "server"
+        or "pool"): `message` is the status for the first, `reason` (the driver's words, never
+        the password) goes to the log."""
         if kind in UNREACHABLE_KINDS:
             self._set(False, message)
         elif kind == "server":
