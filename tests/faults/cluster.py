@@ -332,9 +332,11 @@ class Kubelet:
 
     async def _lifecycle(self) -> None:
         pod, workload = self.pod, self.pod.cluster.workload
-        while True:
+        while not pod.terminating:
             pod.run_container()
             restart = await self._probe_until_restart(workload)
+            if pod.terminating:
+                return
             pod.set_ready(False)
             pod.started = False
             pod.restarts += 1
@@ -347,11 +349,15 @@ class Kubelet:
             return "startup probe failed"
         self.pod.started = True
         self.pod.cluster.events.add(self.pod.name, "started")
-        readiness = asyncio.create_task(self._readiness(workload.readiness))
+        done = asyncio.Event()
+        readiness = asyncio.create_task(self._readiness(workload.readiness, done))
         try:
             await self._probing(workload.liveness, "liveness", until_success=False)
             return "liveness probe failed"
         finally:
+            # Both: a cancel that lands as aiohttp's own time-out fires is taken for that
+            # time-out (and lost), so the loop also looks at `done`.
+            done.set()
             readiness.cancel()
             await asyncio.gather(readiness, return_exceptions=True)
 
@@ -360,7 +366,7 @@ class Kubelet:
         threshold is reached (False); otherwise until the failure threshold is reached."""
         await asyncio.sleep(probe.initial_delay)
         failures = 0
-        while True:
+        while not self.pod.terminating:
             ok = await self._probe(probe, kind)
             if ok and until_success:
                 return True
@@ -368,11 +374,12 @@ class Kubelet:
             if failures >= probe.failure_threshold:
                 return False
             await asyncio.sleep(probe.period)
+        return False
 
-    async def _readiness(self, probe: Probe) -> None:
+    async def _readiness(self, probe: Probe, done: asyncio.Event) -> None:
         await asyncio.sleep(probe.initial_delay)
         successes = failures = 0
-        while True:
+        while not done.is_set():
             if await self._probe(probe, "readiness"):
                 successes, failures = successes + 1, 0
                 if successes >= probe.success_threshold:

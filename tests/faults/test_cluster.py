@@ -13,8 +13,12 @@ written to $FAULTS_REPORT.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import itertools
 import json
+import os
+import signal
 import statistics
 import time
 from collections import Counter
@@ -192,33 +196,45 @@ def workload() -> Workload:
     return Workload.render(required_tool("kubectl", "kubectl >= 1.27 (kustomize v5)"))
 
 
+Run = Callable[[Workload], contextlib.AbstractAsyncContextManager[Deployment]]
+
+
 @pytest.fixture
-async def deployment(
-    workload: Workload,
-    private_db: PrivateMariaDB,
-    account: Account,
-    transcript: Transcript,
-    tmp_path: Path,
-) -> AsyncIterator[Deployment]:
-    """`replicas` pods, every one Ready and known to kube-proxy."""
+def run_cluster(
+    private_db: PrivateMariaDB, account: Account, transcript: Transcript, tmp_path: Path
+) -> Run:
+    """run_cluster(workload): a context in which its `replicas` pods are Ready and known to
+    kube-proxy; every pod is deleted (SIGTERM, grace) at its end."""
     (tmp_path / "password").write_text(account.password + "\n")
     (tmp_path / "tokens").write_text(f"# the simulated dashboard\n{TOKEN}\n")
-    service = Service(seed=17)
-    service.start()
-    prober = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
-    cluster = Cluster(
-        workload, private_db.address, DATABASE, (account.user, account.password), tmp_path,
-        service, transcript, http=prober,
-    )  # fmt: skip
-    deployment = Deployment(cluster)
-    try:
-        await asyncio.wait_for(deployment.scale_up(), 60)
-        await asyncio.sleep(PROXY_LAG[1])  # kube-proxy has learnt of every endpoint
-        yield deployment
-    finally:
-        await deployment.delete_all()
-        service.stop()
-        await prober.close()
+
+    @contextlib.asynccontextmanager
+    async def run(workload: Workload) -> AsyncIterator[Deployment]:
+        service = Service(seed=17)
+        service.start()
+        prober = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
+        cluster = Cluster(
+            workload, private_db.address, DATABASE, (account.user, account.password),
+            tmp_path, service, transcript, http=prober,
+        )  # fmt: skip
+        deployment = Deployment(cluster)
+        try:
+            await asyncio.wait_for(deployment.scale_up(), 60)
+            await asyncio.sleep(PROXY_LAG[1])  # kube-proxy has learnt of every endpoint
+            yield deployment
+        finally:
+            await deployment.delete_all()
+            service.stop()
+            await prober.close()
+
+    return run
+
+
+@pytest.fixture
+async def deployment(workload: Workload, run_cluster: Run) -> AsyncIterator[Deployment]:
+    """The example overlay's workload, running."""
+    async with run_cluster(workload) as running:
+        yield running
 
 
 async def direct(pod: Pod, path: str) -> tuple[int, dict[str, str], bytes]:
@@ -503,3 +519,40 @@ async def test_one_replica_loses_its_path_to_the_database(
     assert seen["database_check"].startswith("degraded: down for ")
     for pod in others:
         assert outage.seen[pod.name]["cmapi_db_up"] == 1
+
+
+async def test_the_kubelet_model_restarts_a_replica_whose_liveness_fails(
+    workload: Workload, run_cluster: Run
+) -> None:
+    """The model's own check, so that "0 liveness restarts" above is a count that can move: a
+    frozen process (SIGSTOP) fails its liveness probes, leaves the Service, and is replaced by
+    a new container on the same pod. Probes and grace shortened for the test's sake."""
+    quick = dataclasses.replace(
+        workload,
+        startup=dataclasses.replace(workload.startup, period=0.5),
+        liveness=dataclasses.replace(workload.liveness, period=0.5, timeout=0.5),
+        readiness=dataclasses.replace(workload.readiness, period=0.5, timeout=0.5),
+        termination_grace=1.0,
+    )
+    async with run_cluster(quick) as deployment:
+        frozen, *_ = deployment.pods
+        first = frozen.container
+        assert first is not None
+        os.kill(first.process.pid, signal.SIGSTOP)
+        await eventually(
+            lambda: frozen.restarts == 1 and frozen.available,
+            30.0,
+            "restarted",
+            lambda: (deployment.cluster.events.items, [k.probes for k in deployment.kubelets]),
+        )
+        assert frozen.container is not first
+        assert first.process.returncode == -signal.SIGKILL  # frozen past the grace: killed
+        events = [what for _, pod, what in deployment.cluster.events.items if pod == frozen.name]
+        assert events == [
+            "container_started", "started", "ready",
+            # Frozen: out of the endpoints (readiness) and replaced (liveness).
+            "unready", "restart (liveness probe failed)", "killed", f"exited {-signal.SIGKILL}",
+            "container_started", "started", "ready",
+        ]  # fmt: skip
+        kubelet = next(k for k in deployment.kubelets if k.pod is frozen)
+        assert kubelet.probes["liveness failed"] >= quick.liveness.failure_threshold
