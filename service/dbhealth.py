@@ -40,11 +40,12 @@ class _Incident:
 
 
 class DatabaseHealth:
-    """Fed by db.Database with every outcome; `clock` is injectable for tests."""
+    """Fed by db.Database with every outcome; `clock` is injectable for tests, and what the
+    ages of its status are measured with."""
 
     def __init__(self, where: str, clock: Callable[[], float] = time.monotonic) -> None:
         self._where = where
-        self._clock = clock
+        self.clock = clock
         now = clock()
         self._status = DatabaseStatus(False, "not reached yet", now, now)
         # The failure being lived through: logged when it starts, changes kind and ends, so an
@@ -56,7 +57,7 @@ class DatabaseHealth:
 
     def quiet_for(self) -> float:
         """Seconds since the latest outcome."""
-        return self._clock() - self._status.checked_at
+        return self.clock() - self._status.checked_at
 
     def succeeded(self, message: str) -> None:
         self._set(True, message)
@@ -67,7 +68,7 @@ class DatabaseHealth:
                 "database_recovered",
                 kind=incident.kind,
                 failures=incident.failures,
-                lasted_s=round(self._clock() - incident.since, 3),
+                lasted_s=round(self.clock() - incident.since, 3),
             )
 
     def failed(self, kind: str, message: str, reason: str, resource: str) -> None:
@@ -91,10 +92,10 @@ class DatabaseHealth:
             where=self._where,
             previous_kind=None if incident is None else incident.kind,
         )
-        self._incident = _Incident(kind, self._clock())
+        self._incident = _Incident(kind, self.clock())
 
     def _set(self, up: bool, message: str) -> None:
-        now = self._clock()
+        now = self.clock()
         since = self._status.since if self._status.up == up else now
         self._status = DatabaseStatus(up, message, since, now)
 
@@ -107,14 +108,14 @@ async def keep_checked(
     """Ping whenever nothing told `health` anything for `interval` seconds (and no ping was
     tried in that time either: one that records nothing, say for want of a free connection,
     is not repeated at once); run as a task until cancelled. `ping` records its own outcome."""
-    tried = -interval
+    tried = health.clock() - interval
     while True:
-        since_tried = time.monotonic() - tried
+        since_tried = health.clock() - tried
         wait = interval - min(health.quiet_for(), since_tried)
         if wait > 0:
             await asyncio.sleep(wait)
             continue
-        tried = time.monotonic()
+        tried = health.clock()
         try:
             await ping()
         except Exception as exc:  # the ping has told `health` what it means

@@ -11,7 +11,6 @@ connection or a query. Neither goes through the data cache or counts as a data r
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -52,21 +51,14 @@ class Report:
 
 
 class Readiness:
-    """Whether this replica should get traffic, and what else is wrong; `clock` (that of
-    `database`) is injectable for tests."""
+    """Whether this replica should get traffic, and what else is wrong."""
 
     def __init__(
-        self,
-        database: DatabaseHealth,
-        pool: Callable[[], PoolStats],
-        *,
-        schema: str,
-        clock: Callable[[], float] = time.monotonic,
+        self, database: DatabaseHealth, pool: Callable[[], PoolStats], *, schema: str
     ) -> None:
         self._database = database
         self._pool = pool
         self._schema = Check("schema", OK, schema)
-        self._clock = clock
         self._draining = False
 
     @property
@@ -91,7 +83,7 @@ class Readiness:
 
     def _database_check(self) -> Check:
         status = self._database.status()
-        now = self._clock()
+        now = self._database.clock()
         checked = f"checked {now - status.checked_at:.1f} s ago"
         if status.up:
             return Check("database", OK, f"up: {status.message}, {checked}")
