@@ -26,7 +26,7 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -164,7 +164,6 @@ class Service(FaultProxy):
         self._next = 0
         self._applied_at = 0.0
         self.refused = 0  # connections that found no ready endpoint
-        self.routed: Counter[int] = Counter()
 
     def set_ready(self, port: int, ready: bool) -> None:
         """An endpoint's readiness (or its removal, ready=False) as the API server records it;
@@ -187,9 +186,7 @@ class Service(FaultProxy):
             self.refused += 1
             return None
         self._next = (self._next + 1) % len(known)
-        port = known[self._next]
-        self.routed[port] += 1
-        return ("127.0.0.1", port)
+        return ("127.0.0.1", known[self._next])
 
 
 # -- pods and the kubelet ------------------------------------------------------------------
@@ -207,9 +204,6 @@ class Events:
     def count(self, what: str) -> int:
         return sum(1 for _, _, w in self.items if w == what)
 
-    def times(self, what: str) -> Iterator[tuple[float, str]]:
-        return ((t, pod) for t, pod, w in self.items if w == what)
-
 
 @dataclass
 class Cluster:
@@ -222,8 +216,8 @@ class Cluster:
     secrets: Path  # where the Secrets' files are "mounted"
     service: Service
     transcript: Transcript
+    http: aiohttp.ClientSession  # the kubelet's prober
     events: Events = field(default_factory=Events)
-    http: aiohttp.ClientSession | None = None  # the kubelet's prober
 
     def pod_env(self, db_port: int, http_port: int) -> dict[str, str]:
         """The ConfigMap's environment, with what a cluster would supply otherwise replaced:
@@ -258,10 +252,8 @@ class Pod:
         self.container: CmApi | None = None
         self.containers: list[CmApi] = []
         self.ready = False
-        self.started = False
         self.terminating = False
         self.restarts = 0
-        self.exit_codes: list[int] = []
 
     @property
     def available(self) -> bool:
@@ -296,7 +288,6 @@ class Pod:
             self.cluster.events.add(self.name, "killed")
             process.kill()
         code = await container.stop()
-        self.exit_codes.append(code)
         self.cluster.events.add(self.name, f"exited {code}")
         return code
 
@@ -338,7 +329,6 @@ class Kubelet:
             if pod.terminating:
                 return
             pod.set_ready(False)
-            pod.started = False
             pod.restarts += 1
             pod.cluster.events.add(pod.name, f"restart ({restart})")
             await pod.stop_container(workload.termination_grace)
@@ -347,7 +337,6 @@ class Kubelet:
         """Probe the running container; return why it must be restarted."""
         if not await self._probing(workload.startup, "startup", until_success=True):
             return "startup probe failed"
-        self.pod.started = True
         self.pod.cluster.events.add(self.pod.name, "started")
         done = asyncio.Event()
         readiness = asyncio.create_task(self._readiness(workload.readiness, done))
@@ -393,7 +382,6 @@ class Kubelet:
     async def _probe(self, probe: Probe, kind: str) -> bool:
         """One HTTP probe: a status from 200 to 399 within the timeout is a success."""
         http = self.pod.cluster.http
-        assert http is not None
         assert probe.port == self.pod.cluster.workload.http_port
         url = f"http://127.0.0.1:{self.pod.port}{probe.path}"
         try:
