@@ -35,6 +35,7 @@ import aiohttp
 import yaml
 
 from service.devdb import ServerAddress
+from service.settings import VARIABLES
 
 from ..conftest import ROOT, free_port, spawn_service
 from .conftest import CmApi, Transcript, eventually
@@ -124,6 +125,12 @@ class Workload:
             http_port=ports["http"],
             env={k: str(v) for k, v in env.items()},
         )
+
+    @property
+    def cache_ttl(self) -> float:
+        """CACHE_TTL_SECONDS as the pods get it: the ConfigMap's, else the setting's default."""
+        (declared,) = [v for v in VARIABLES if v.name == "CACHE_TTL_SECONDS"]
+        return float(self.env.get(declared.name, declared.default or ""))
 
     def describe(self) -> dict[str, Any]:
         def probe(p: Probe) -> str:

@@ -395,7 +395,7 @@ async def test_database_blackholed_for_a_minute(
     deployment: Deployment, fault_report: FaultReport
 ) -> None:
     pods = list(deployment.pods)
-    ttl = float(deployment.cluster.workload.env.get("CACHE_TTL_SECONDS", "5"))
+    ttl = deployment.cluster.workload.cache_ttl
 
     def blackhole() -> None:
         for pod in pods:
@@ -421,7 +421,7 @@ async def test_database_blackholed_for_a_minute(
 async def test_database_restarted_under_polling(
     deployment: Deployment, private_db: PrivateMariaDB, fault_report: FaultReport
 ) -> None:
-    ttl = float(deployment.cluster.workload.env.get("CACHE_TTL_SECONDS", "5"))
+    ttl = deployment.cluster.workload.cache_ttl
     outage = await outage_under_polling(
         deployment, private_db.stop_server, private_db.start_server, SHORT_OUTAGE
     )
