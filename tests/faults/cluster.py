@@ -20,6 +20,7 @@ The fakes are the cluster's parts, never cm-api: it answers every request itself
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import random
 import signal
@@ -170,6 +171,8 @@ class Service(FaultProxy):
         self._known: tuple[int, ...] = ()  # kube-proxy's view, read by the proxy's thread
         self._next = 0
         self._applied_at = 0.0
+        self._versions = itertools.count(1)
+        self._learnt = 0  # the version of `_known`
         self.refused = 0  # connections that found no ready endpoint
 
     def set_ready(self, port: int, ready: bool) -> None:
@@ -181,11 +184,13 @@ class Service(FaultProxy):
         snapshot = tuple(p for p, r in self._ready.items() if r)
         loop = asyncio.get_running_loop()
         # Later changes never overtake earlier ones: kube-proxy syncs whole snapshots in order.
+        # Timers due at the same moment run in no set order, hence the version as well.
         self._applied_at = max(loop.time() + self._random.uniform(*PROXY_LAG), self._applied_at)
-        loop.call_at(self._applied_at, self._learn, snapshot)
+        loop.call_at(self._applied_at, self._learn, next(self._versions), snapshot)
 
-    def _learn(self, snapshot: tuple[int, ...]) -> None:
-        self._known = snapshot
+    def _learn(self, version: int, snapshot: tuple[int, ...]) -> None:
+        if version > self._learnt:
+            self._learnt, self._known = version, snapshot
 
     def _dial(self) -> tuple[str, int] | None:
         known = self._known
