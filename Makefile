@@ -1,5 +1,5 @@
 # Development entry points. `make run` serves the API with demo data on http://127.0.0.1:8080/;
-# `make test` runs the suite. Both find or start a MariaDB through service/devdb.py.
+# `make test` runs the suite. Both find or start a MariaDB through devtools/mariadb.py.
 PYTHON ?= python3
 VENV := .venv
 
@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
 	touch $@
 
 run: venv
-	$(VENV)/bin/python -m service.dev
+	$(VENV)/bin/python -m devtools.run
 
 test: venv
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)

@@ -22,7 +22,7 @@ from typing import Final
 
 import uvloop
 
-from service.devdb import DevDBError, ServerAddress, can_install_packages, database_server
+from devtools.mariadb import DevDBError, ServerAddress, can_install_packages, database_server
 
 from . import results
 from .context import Context, Scenario

@@ -11,7 +11,7 @@ from typing import Any, Final
 
 import pymysql
 
-from service.devdb import ServerAddress, connect, create_database, drop_database
+from devtools.mariadb import ServerAddress, connect, create_database, drop_database
 
 from . import data
 

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import pymysql
 
-from service.devdb import ServerAddress
+from devtools.mariadb import ServerAddress
 
 from .database import open_connection
 

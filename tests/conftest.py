@@ -23,9 +23,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from service.access import server_options
-from service.app import create_app
-from service.devdb import (
+from devtools.mariadb import (
     ServerAddress,
     can_install_packages,
     connect,
@@ -33,6 +31,8 @@ from service.devdb import (
     database_server,
     drop_database,
 )
+from service.access import server_options
+from service.app import create_app
 from service.keys import METRICS
 from service.settings import Settings, load_settings
 

@@ -24,8 +24,8 @@ import uuid
 from pathlib import Path
 from types import FrameType
 
-from service.devdb import ServerAddress, can_install_packages, create_database, database_server
-from service.devdb import drop_database as drop
+from devtools.mariadb import ServerAddress, can_install_packages, create_database, database_server
+from devtools.mariadb import drop_database as drop
 from tests.conftest import DEMO_DATA, SCHEMA, _preferred_server, base_env, free_port
 
 READY_WITHIN = 60.0

@@ -55,8 +55,8 @@ import pytest
 from multidict import CIMultiDict
 from prometheus_client.parser import text_string_to_metric_families
 
+from devtools.mariadb import ServerAddress
 from service.access import MAX_HEADER_BYTES, MAX_HEADERS, MAX_URL_BYTES
-from service.devdb import ServerAddress
 from service.responses import accepts_gzip
 
 from .conftest import SQL, free_port, listening_env, spawn_service, wait_until

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from service.devdb import ServerAddress
+from devtools.mariadb import ServerAddress
 from service.server import is_loopback
 
 from .conftest import SQL, base_env, free_port, listening_env, spawn_service

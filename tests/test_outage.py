@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from devtools.mariadb import PrivateMariaDB, can_install_packages, create_database
 from service.app import create_app
-from service.devdb import PrivateMariaDB, can_install_packages, create_database
 from service.keys import DATABASE
 from service.settings import load_settings
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from service.devdb import ServerAddress
+from devtools.mariadb import ServerAddress
 
 from .conftest import SQL, free_port, listening_env, spawn_service
 

@@ -35,7 +35,7 @@ from typing import Any, Final
 import aiohttp
 import yaml
 
-from service.devdb import ServerAddress
+from devtools.mariadb import ServerAddress
 from service.settings import VARIABLES
 
 from ..conftest import ROOT, free_port, spawn_service

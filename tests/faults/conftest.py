@@ -29,7 +29,7 @@ import pymysql
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.devdb import (
+from devtools.mariadb import (
     PrivateMariaDB,
     ServerAddress,
     can_install_packages,

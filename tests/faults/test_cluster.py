@@ -30,7 +30,7 @@ from typing import Any, Final
 import aiohttp
 import pytest
 
-from service.devdb import PrivateMariaDB
+from devtools.mariadb import PrivateMariaDB
 
 from ..conftest import required_tool
 from .cluster import PROXY_LAG, Cluster, Deployment, Pod, Service, Workload

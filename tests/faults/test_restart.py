@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Final
 
-from service.devdb import PrivateMariaDB
+from devtools.mariadb import PrivateMariaDB
 
 from .conftest import (
     SOON,

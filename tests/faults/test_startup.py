@@ -11,7 +11,7 @@ from typing import Final
 
 import pytest
 
-from service.devdb import PrivateMariaDB
+from devtools.mariadb import PrivateMariaDB
 
 from ..conftest import free_port
 from .conftest import (

@@ -1,6 +1,6 @@
 """`make run`: the API on http://127.0.0.1:8080/ with demo data, nothing to set up first.
 
-Without DB_HOST in the environment it starts a private MariaDB (service.devdb), loads
+Without DB_HOST in the environment it starts a private MariaDB (devtools.mariadb), loads
 config/schema.sql and config/demo-data.sql into database `cmapi` and points the service at it;
 the database goes away when the service stops. With DB_HOST set it only runs the service, exactly
 as `python -m service` would.
@@ -16,7 +16,7 @@ from types import FrameType
 
 import structlog
 
-from service.devdb import DevDBError, PrivateMariaDB, can_install_packages, create_database
+from devtools.mariadb import DevDBError, PrivateMariaDB, can_install_packages, create_database
 
 log = structlog.get_logger()
 
