@@ -22,8 +22,8 @@ import gzip
 import hashlib
 import time
 from collections.abc import Awaitable, Callable, Hashable
-from dataclasses import dataclass, field
-from typing import Any, Final, NamedTuple
+from dataclasses import dataclass
+from typing import Final, NamedTuple
 
 import structlog
 from cachetools import Cache, TTLCache
@@ -35,12 +35,7 @@ GZIP_MIN_BYTES: Final = 1024
 # Compressing more than this at once would stall the event loop for milliseconds; zlib releases
 # the GIL, so a worker thread does it while requests keep being served.
 GZIP_IN_THREAD_BYTES: Final = 256 * 1024
-# Every waiter of a cold load waits for the compression, and it is paid again whenever the data
-# changes; every answer sent afterwards carries its size. bench/'s /user/ (961 kB of JSON) here:
-# level 1: 213 kB in 6.5 ms, 5: 170 kB in 14.7 ms, 6: 164 kB in 20.3 ms, 9: 159 kB in 43 ms.
-# Level 5 is the knee: a fifth fewer bytes than level 1 on every answer, while the cold-burst
-# max latency (200 tabs x 2 lists) did not move measurably (131-159 ms at either level, 4 runs
-# each; the delivery of the 400 answers dominates it).
+# Level 5 is the knee between size and compression time for our JSON (bench/README.md).
 GZIP_LEVEL: Final = 5
 # Bookkeeping per entry (key, Entry object, cachetools links), charged against the byte budget so
 # that many tiny entries cannot exceed it unseen.
@@ -75,9 +70,6 @@ class Entry:
     tag: str  # strong entity tag of `body`, without quotes; the gzip copy's is tag + "-gzip"
     headers: tuple[tuple[str, str], ...]
     loaded_at: float  # clock time the load started: the data is at least this old
-    # Whatever the code serving the entry derives from it and keeps to save work on later
-    # hits (responses.py: the response headers). Not part of the entry's identity.
-    memo: dict[Hashable, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def size(self) -> int:
@@ -94,11 +86,9 @@ class Lookup(NamedTuple):  # a tuple: built on every request, so cheap to make
 
 @dataclass(frozen=True, slots=True)
 class CacheStats:
-    hits: int
-    misses: int
-    coalesced: int
-    stale_revalidating: int
-    stale_if_error: int
+    """The cache's state and its own events. What each request got is counted per response
+    (Lookup.outcome, by access.py), not here."""
+
     refreshes: int  # background loads started by stale-while-revalidate
     load_errors: int
     evictions: int  # entries dropped to stay within the byte budget
@@ -107,15 +97,11 @@ class CacheStats:
     bytes: int
     max_bytes: int
     in_flight: int
+    waiting: int  # requests waiting for a load now
 
 
 @dataclass(slots=True)
 class _Counters:
-    hits: int = 0
-    misses: int = 0
-    coalesced: int = 0
-    stale_revalidating: int = 0
-    stale_if_error: int = 0
     refreshes: int = 0
     load_errors: int = 0
     oversize: int = 0
@@ -137,13 +123,10 @@ class _Store(TTLCache[Hashable, Entry]):
         self.evictions += 1
         return item
 
-    def peek(self, key: Hashable) -> Entry | None:
-        """The stored entry, expired or not. TTLCache.get checks expiry through its timer
-        context (0.9 us, a tenth of a hit's own work); every caller here compares the entry's
-        age with windows that all end before TTLCache's, so an expired one is never served.
-        It is dropped by the next write, or by a get() of its key."""
+    def use(self, key: Hashable) -> Entry | None:
+        """The entry of `key`, now the most recently used; None if absent or expired."""
         try:
-            return Cache.__getitem__(self, key)
+            return self[key]
         except KeyError:
             return None
 
@@ -194,6 +177,7 @@ class ReadThroughCache:
         self._failures: dict[Hashable, _Failure] = {}
         self._inflight: dict[Hashable, asyncio.Task[Entry]] = {}
         self._counters = _Counters()
+        self._waiting = 0
 
     @property
     def storing(self) -> bool:
@@ -202,37 +186,32 @@ class ReadThroughCache:
     def fresh(self, key: Hashable) -> Lookup | None:
         """The HIT for `key` if its entry is fresh, else None (then call get()). Synchronous:
         the common case costs no coroutine and no loader to build."""
-        entry = self._store.peek(key)
-        if entry is None:
-            return None
-        age = self.clock() - entry.loaded_at
-        if age >= self.ttl:
-            return None
-        self._counters.hits += 1
-        return Lookup(entry, Outcome.HIT, age, self.ttl - age)
+        entry = self._store.use(key)
+        return None if entry is None else self._hit(entry, self.clock())
+
+    def _hit(self, entry: Entry, now: float) -> Lookup | None:
+        age = now - entry.loaded_at
+        return Lookup(entry, Outcome.HIT, age, self.ttl - age) if age < self.ttl else None
 
     async def get(self, key: Hashable, load: Loader) -> Lookup:
         """The entry for `key`: stored, or loaded by `load` (once, however many ask at once).
 
         Raises the loader's error when there is nothing acceptable to serve instead."""
-        hit = self.fresh(key)
-        if hit is not None:
-            return hit
         now = self.clock()
-        entry = self._store.peek(key)
+        entry = self._store.use(key)
         if entry is not None:
-            age = now - entry.loaded_at  # at least the TTL: fresh() found no HIT
+            hit = self._hit(entry, now)
+            if hit is not None:
+                return hit
+            age = now - entry.loaded_at
             if age < self.ttl + self.stale_while_revalidate:
                 if key not in self._inflight and self._recent_failure(key, now) is None:
                     self._counters.refreshes += 1
                     self._start(key, load, now, background=True)
-                self._counters.stale_revalidating += 1
                 return Lookup(entry, Outcome.STALE, age, self.ttl - age, "revalidating")
         task = self._inflight.get(key)
-        if task is not None:
-            outcome = Outcome.COALESCED
-            self._counters.coalesced += 1
-        else:
+        outcome = Outcome.COALESCED
+        if task is None:
             failure = self._recent_failure(key, now)
             if failure is not None:
                 stale = self._stale_if_error(key, now)
@@ -240,8 +219,8 @@ class ReadThroughCache:
                     raise failure.error.with_traceback(None)
                 return stale
             outcome = Outcome.MISS
-            self._counters.misses += 1
             task = self._start(key, load, now, background=False)
+        self._waiting += 1
         try:
             # A waiter that is cancelled (client gone) leaves the load running for the others.
             fresh = await asyncio.shield(task)
@@ -250,19 +229,15 @@ class ReadThroughCache:
             if stale is None:
                 raise
             return stale
+        finally:
+            self._waiting -= 1
         age = self.clock() - fresh.loaded_at
-        stored = outcome is Outcome.MISS and self._store.peek(key) is fresh
-        detail = "stored" if stored else ""
-        return Lookup(fresh, outcome, age, self.ttl - age, detail)
+        stored = outcome is Outcome.MISS and self._store.use(key) is fresh
+        return Lookup(fresh, outcome, age, self.ttl - age, "stored" if stored else "")
 
     def stats(self) -> CacheStats:
         c = self._counters
         return CacheStats(
-            hits=c.hits,
-            misses=c.misses,
-            coalesced=c.coalesced,
-            stale_revalidating=c.stale_revalidating,
-            stale_if_error=c.stale_if_error,
             refreshes=c.refreshes,
             load_errors=c.load_errors,
             evictions=self._store.evictions,
@@ -271,6 +246,7 @@ class ReadThroughCache:
             bytes=int(self._store.currsize),
             max_bytes=self.max_bytes,
             in_flight=len(self._inflight),
+            waiting=self._waiting,
         )
 
     async def close(self) -> None:
@@ -290,13 +266,12 @@ class ReadThroughCache:
         return None
 
     def _stale_if_error(self, key: Hashable, now: float) -> Lookup | None:
-        entry = self._store.peek(key)
+        entry = self._store.use(key)
         if entry is None:
             return None
         age = now - entry.loaded_at
         if age >= self.ttl + self.stale_if_error:
             return None
-        self._counters.stale_if_error += 1
         return Lookup(entry, Outcome.STALE, age, self.ttl - age, "stale-if-error")
 
     def _start(
@@ -324,7 +299,7 @@ class ReadThroughCache:
             self._forget_old_failures()
             raise
         self._failures.pop(key, None)
-        entry = await self._entry(document, started, self._store.peek(key))
+        entry = await self._entry(document, started, self._store.use(key))
         if self._on_load is not None:
             self._on_load(key, self.clock() - started)
         if self.storing:
