@@ -47,8 +47,8 @@ class Answer:
 @contextmanager
 def gc_paused() -> Iterator[None]:
     """No cyclic garbage collection in this (client) process while timing: a collection of the
-    client's own objects can stall its event loop for tens of milliseconds, which would show up
-    as server latency. Reference counting still frees everything acyclic."""
+    client's own objects stalls its event loop, which would show up as server latency.
+    Reference counting still frees everything acyclic."""
     gc.collect()
     gc.disable()
     try:

@@ -188,7 +188,7 @@ async def run(ctx: Context) -> Outcome:
 
 
 def _seconds(smoke: bool) -> float:
-    # About 8 ms per page on a 2-core machine, plus start-up and the warm-up.
+    # Only for the progress line: start-up and warm-up plus a per-page cost (see bench/README.md).
     return 3 + (SMOKE_KEYS if smoke else FULL_KEYS) * 0.008
 
 

@@ -26,7 +26,7 @@ TARGET_P99: Final = 0.010
 TARGET_PER_TTL: Final = len(PATHS)  # one SELECT per list per TTL
 WAITED: Final = ("MISS", "COALESCED")  # X-Cache of an answer that waited for a query
 # How long after a STALE answer (which starts a background refresh) a slow request is counted as
-# overlapping that refresh; a /user/ refresh keeps the service busy for tens of milliseconds.
+# overlapping that refresh: well beyond a /user/ refresh (bench/README.md has its figure).
 REFRESH_WINDOW: Final = 0.25
 
 

@@ -196,7 +196,7 @@ class Processes:
             argv = [sys.executable, "-m", "bench.bare_route"]
             argv += [f"--route={path}={body}" for path, body in bare_routes.items()]
             name = f"service with bare routes ({label})"
-        # No load balancer to drain: without the shutdown delay every stop would cost 5 s.
+        # No load balancer to drain: every stop would otherwise wait out the default delay.
         env = {"LOG_LEVEL": "warning", "LOG_FORMAT": "json", "SHUTDOWN_DELAY_SECONDS": "0", **env}
         return self._add(Server(name, argv, env, self.logdir / f"{label}.log"))
 

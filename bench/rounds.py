@@ -183,10 +183,9 @@ async def run_rounds(
     warmup: float,
     settle: float = 0.0,
 ) -> Rounds:
-    """Each round runs every group (one per path) with its variants in rotated order. A warm-up
-    pass of `warmup` s per variant (none if 0) goes first and is not recorded. The database's
-    counters are read `settle` s after each run, so that queries still running when wrk stopped
-    count in the run that caused them."""
+    """Each round runs every group (one per path) with its variants in rotated order, after an
+    unrecorded warm-up pass of `warmup` s per variant (none if 0). Counters are read `settle` s
+    after each run, so queries still running when wrk stopped count in the run that caused them."""
     say(
         f"  wrk -t1 -c{CONNECTIONS} --latency on CPU 1, servers on CPU 0: {rounds} round(s) x "
         f"{max(1, round(seconds))} s per variant, order rotated each round"

@@ -47,10 +47,9 @@ _STOP_TIMEOUT = 20.0
 _LOG_TAIL_LINES = 20
 _POLL_INTERVAL = 0.05
 
-# Both mariadb-install-db and mariadbd get these, so the data directory is created with the same
-# settings it is later run with. Small buffers make initialisation and start-up take about a
-# second; the development and test data fit many times over. utf8mb4 as the server default so a
-# database created without a character set still holds any text (MariaDB's default is latin1).
+# Both mariadb-install-db and mariadbd get these, so the data directory is created as it is run.
+# Small buffers keep start-up quick and still hold the dev and test data many times over; utf8mb4
+# so a database created without a character set holds any text (MariaDB's default is latin1).
 _SERVER_OPTIONS = (
     "--innodb-buffer-pool-size=32M",
     "--innodb-log-file-size=8M",
@@ -123,8 +122,10 @@ class PrivateMariaDB:
 
     Use it as a context manager (`with PrivateMariaDB() as db: db.address`) or call start() and
     stop(). root logs in over TCP with an empty password; authentication is real, so a wrong
-    password is refused. The server runs in its own session, so a Ctrl-C in the terminal reaches
-    only our process, whose `finally`/`__exit__` then stops the server.
+    password is refused.
+
+    The server runs in its own session: a Ctrl-C in the terminal reaches only our process, whose
+    `finally`/`__exit__` then stops the server.
 
     stop_server() and start_server() stop and restart the server on the same port and data
     directory, for fault tests that take the database away under a running service.
@@ -208,7 +209,7 @@ class PrivateMariaDB:
             raise
 
     def stop_server(self) -> None:
-        """Stop the server process (SIGTERM, SIGKILL after 20 s) and keep its data directory."""
+        """Stop the server (SIGTERM, SIGKILL after _STOP_TIMEOUT); its data directory stays."""
         process, self._process = self._process, None
         if process is None:
             return

@@ -323,13 +323,13 @@ async def _quit(conn: Any) -> None:
 def looks_dead(conn: Any) -> bool:
     """True when the server already closed the socket (restart, wait_timeout, KILL, a reset).
 
-    aiomysql's own pool looks at the same reader flags; an idle MySQL connection receives
-    nothing unless the server is ending it. The transport is asked first: uvloop closes it as
-    soon as it reads an RST or EOF, but tells the reader (connection_lost) only in a later
-    callback, and a query written in between fails with RuntimeError, not a driver error.
+    aiomysql's own pool looks at the same reader flags: an idle MySQL connection receives
+    nothing unless the server is ending it.
     """
     if conn.closed:
         return True
+    # Transport first: uvloop closes it on an RST or EOF but tells the reader (connection_lost)
+    # a callback later, and a query written in between fails with RuntimeError, not a driver error.
     transport = getattr(getattr(conn, "_writer", None), "transport", None)
     if transport is not None and transport.is_closing():
         return True

@@ -71,9 +71,8 @@ async def serve(
     app: web.Application, settings: Settings, access_lines: AccessSink | None = None
 ) -> None:
     """Run `app` on settings' host and port until a signal, then drain as described above;
-    access lines go to `access_lines` (see access.server_options).
-    Start-up errors (StartupError, OSError from listening) propagate after cleanup; a signal
-    during start-up raises CancelledError."""
+    access lines go to `access_lines`. Start-up errors (StartupError, OSError from listening)
+    propagate after cleanup; a signal during start-up raises CancelledError."""
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     assert main is not None
