@@ -1,12 +1,9 @@
 """What every answered request adds to the metrics, kept as plain numbers and turned into
 Prometheus families only when Prometheus scrapes (a prometheus-client Collector).
 
-Not prometheus-client's Counter and Histogram children: every update of theirs takes a
-threading.Lock, and the request path made six of them (requests counter, the duration
-histogram's sum and bucket, the cache result counter, the in-flight gauge up and down). Counting
-here instead took a cached /acc/ answer from 55 to 49 us of CPU under wrk (bench/, A/B). Only the
-event loop's thread changes these numbers, and the scrape reads them on that same thread, so they
-need no lock.
+Not prometheus-client's Counter and Histogram children: each update of theirs takes a lock,
+and a request made six (bench/README.md, "Figures behind design choices"). Only the event
+loop's thread changes or reads these numbers, so they need no lock.
 """
 
 from __future__ import annotations
@@ -24,8 +21,11 @@ from prometheus_client.core import (
 )
 from prometheus_client.utils import floatToGoString
 
-# The cache results a data route's answer can have (X-Cache, or "error" for a 5xx without one).
-CACHE_RESULTS: Final = ("hit", "miss", "coalesced", "stale", "error")
+from .cache import Outcome
+
+# The cache results of a data route's answer: its Outcome, or "error" for a 5xx without one.
+_RESULT_OF: Final = {outcome: outcome.value.lower() for outcome in Outcome}
+CACHE_RESULTS: Final = (*_RESULT_OF.values(), "error")
 # Bounded method label: anything else a client sends is "other".
 METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 OTHER_METHOD: Final = "other"
@@ -64,7 +64,17 @@ class HttpStats:
 
     # -- the request path --------------------------------------------------------------------
 
-    def request_done(self, route: str, method: str, status: int, seconds: float) -> None:
+    def count(
+        self,
+        route: str,
+        resource: str | None,
+        method: str,
+        status: int,
+        *,
+        seconds: float,
+        outcome: Outcome | None,
+    ) -> None:
+        """One answered request of `route` (serving `resource`, if a data route)."""
         key = (route, method if method in METHODS else OTHER_METHOD, status)
         self._requests[key] = self._requests.get(key, 0) + 1
         durations = self._durations.get(route)
@@ -73,8 +83,13 @@ class HttpStats:
         # Prometheus buckets count observations <= their bound: the first bound >= seconds.
         durations.counts[bisect_left(self.buckets, seconds)] += 1
         durations.total += seconds
+        if resource is not None:
+            if outcome is not None:
+                self._count_cache(resource, _RESULT_OF[outcome])
+            elif status >= 500:
+                self._count_cache(resource, "error")
 
-    def cache_result(self, resource: str, result: str) -> None:
+    def _count_cache(self, resource: str, result: str) -> None:
         key = (resource, result)
         self._cache[key] = self._cache.get(key, 0) + 1
 

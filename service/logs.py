@@ -2,11 +2,9 @@
 console format), and the standard library's loggers (aiohttp, asyncio) through the same
 renderer, so that every line of the process has one shape.
 
-The access line of every request is the one line written on the hot path, so it has its own
-renderer (`JsonAccessLines`): bench/ measured it at about 25 us of CPU per request through
-structlog's bound logger and processor chain (context copy, TimeStamper's datetime.now() and
-isoformat(), renderer), out of some 140 us for a whole cached answer; the same line rendered
-directly costs a few microseconds. Its output has the keys and shape of the structlog lines.
+The access line, the one line written per request, has its own writer (`AccessLines`): it
+renders the fields directly instead of through structlog's processor chain (bench/README.md,
+"Figures behind design choices"), with the same keys and shape as every other line.
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, BinaryIO, Final, Protocol
+from typing import Any, BinaryIO, Final
 
 import orjson
 import structlog
@@ -136,17 +134,6 @@ class ParserRejections(logging.Filter):
         return True
 
 
-class AccessSink(Protocol):
-    """Whichever writer of access lines the server was given: access.record hands it a line's
-    level and fields (without "event", "level" and "timestamp")."""
-
-    # Lines below it are not written, so access.record does not gather their fields (a
-    # deployment at LOG_LEVEL=warning pays nothing for the lines it never sees).
-    min_level: int
-
-    def __call__(self, level: int, fields: dict[str, Any]) -> None: ...
-
-
 ACCESS_EVENT: Final = "request"
 _LEVEL_NAMES: Final = {
     logging.DEBUG: "debug",
@@ -185,42 +172,35 @@ class UtcStamper:
         return event_dict
 
 
-class JsonAccessLines:
-    """The access line rendered straight to JSON (same keys as a structlog line: the fields,
-    then event, level and timestamp), filtered by the configured level."""
+class AccessLines:
+    """The writer of access lines: `write` completes a line's fields (event, level, timestamp,
+    in structlog's key order) and hands them to `emit`; lines below `level` are not written,
+    and `enabled_for` lets the caller skip gathering their fields."""
 
-    def __init__(self, out: LoopFlushedLogger, level: int, stamper: UtcStamper) -> None:
-        self._out = out
-        self.min_level = level
-        self._stamper = stamper
+    def __init__(
+        self,
+        level: int,
+        emit: Callable[[dict[str, Any]], None],
+        stamper: UtcStamper | None = None,
+    ) -> None:
+        self.level = level
+        self._emit = emit
+        self._stamper = stamper or UtcStamper()
 
-    def __call__(self, level: int, fields: dict[str, Any]) -> None:
-        if level < self.min_level:
-            return
+    def enabled_for(self, level: int) -> bool:
+        return level >= self.level
+
+    def write(self, level: int, fields: dict[str, Any]) -> None:
         fields["event"] = ACCESS_EVENT
         fields["level"] = _LEVEL_NAMES.get(level, "info")
         fields["timestamp"] = self._stamper.now()
-        self._out.msg(_dumps(fields))
+        self._emit(fields)
 
 
-class StructlogAccessLines:
-    """The access line through a structlog logger: what tests capture with capture_logs, and the
-    console format's path. structlog's own level filter decides what is written."""
-
-    min_level = logging.NOTSET
-
-    def __init__(self, logger: Any) -> None:
-        self._logger = logger
-
-    def __call__(self, level: int, fields: dict[str, Any]) -> None:
-        self._logger.log(level, ACCESS_EVENT, **fields)
-
-
-def configure_logging(level: str, fmt: str) -> AccessSink | None:
+def configure_logging(level: str, fmt: str) -> AccessLines:
     """JSON lines on stdout, or a readable console format (`fmt` "console", or "auto" on a TTY).
 
-    Returns the writer of access lines for JSON output (hand it to the server), None for the
-    console format (access lines then go through structlog like any other event)."""
+    Returns the writer of access lines, in the same format (hand it to the server)."""
     console = fmt == "console" or (fmt == "auto" and sys.stdout.isatty())
     renderer: Any = (
         structlog.dev.ConsoleRenderer()
@@ -264,4 +244,7 @@ def configure_logging(level: str, fmt: str) -> AccessSink | None:
     server.addFilter(ParserRejections(numeric <= logging.DEBUG))
     # Libraries are chatty at debug and info: keep their warnings unless we debug.
     root.setLevel(numeric if numeric <= logging.DEBUG else max(numeric, logging.WARNING))
-    return None if console else JsonAccessLines(factory.logger, numeric, stamper)
+    out = factory.logger
+    if console:
+        return AccessLines(numeric, lambda fields: out.msg(renderer(None, "", fields)), stamper)
+    return AccessLines(numeric, lambda fields: out.msg(_dumps(fields)), stamper)

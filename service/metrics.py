@@ -152,6 +152,9 @@ def _cache_metrics(c: CacheStats) -> Iterator[Metric]:
     yield GaugeMetricFamily(
         "cmapi_cache_loads_in_flight", "Cache loads running now", value=c.in_flight
     )
+    yield GaugeMetricFamily(
+        "cmapi_cache_requests_waiting", "Requests waiting for a cache load now", value=c.waiting
+    )
     yield CounterMetricFamily(
         "cmapi_cache_evictions", "Entries dropped to stay within the byte budget", value=c.evictions
     )

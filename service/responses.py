@@ -11,6 +11,7 @@ from aiohttp import web
 from aiohttp.helpers import ETAG_ANY, ETag
 from multidict import CIMultiDict
 
+from .access import CACHE_OUTCOME
 from .cache import Lookup, Outcome
 
 JSON: Final = "application/json"
@@ -80,33 +81,23 @@ def cache_status(lookup: Lookup) -> str:
 
 def _headers(lookup: Lookup, gzip: bool) -> CIMultiDict[str]:
     """The response headers of `lookup` served plain or gzipped, without Content-Type and
-    Content-Encoding. They change only with the outcome and the whole seconds of age and
-    freshness, so the last set built is kept on the entry: polled hits of the same second
-    copy it instead of formatting it again."""
+    Content-Encoding."""
     entry = lookup.entry
-    age = int(lookup.age)  # whole seconds; the clock is monotonic, so age >= 0
-    key = (gzip, lookup.outcome, lookup.detail)
-    stamp = (age, whole_seconds(lookup.freshness))
-    memo = entry.memo.get(key)
-    if memo is not None and memo[0] == stamp:
-        headers: CIMultiDict[str] = memo[1]
-        return headers
-    headers = CIMultiDict(
+    return CIMultiDict(
         (
             ("ETag", f'"{entry.tag}{GZIP_SUFFIX}"' if gzip else f'"{entry.tag}"'),
             ("Cache-Control", "no-cache"),
             ("Vary", "Accept-Encoding"),
-            ("Age", str(age)),
+            ("Age", str(int(lookup.age))),  # whole seconds; the clock is monotonic
             ("X-Cache", lookup.outcome.value),
             ("Cache-Status", cache_status(lookup)),
             *entry.headers,
         )
     )
-    entry.memo[key] = (stamp, headers)
-    return headers
 
 
 def cached_response(request: web.Request, lookup: Lookup) -> web.Response:
+    request[CACHE_OUTCOME] = lookup.outcome
     entry = lookup.entry
     gzip = entry.gzip is not None and accepts_gzip(request.headers.get("Accept-Encoding", ""))
     headers = _headers(lookup, gzip)

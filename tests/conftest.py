@@ -9,6 +9,7 @@ the run (installed from Debian's packages first when there is none and we are ro
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import socket
@@ -34,6 +35,7 @@ from devtools.mariadb import (
 from service.access import server_options
 from service.app import create_app
 from service.keys import METRICS
+from service.logs import AccessLines
 from service.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -158,15 +160,25 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 
 
 @pytest.fixture
-def aiohttp_client(aiohttp_client: ClientFactory) -> ClientFactory:
+def access_lines() -> list[dict[str, Any]]:
+    """The fields of every access line the test's servers wrote, at every level."""
+    return []
+
+
+@pytest.fixture
+def aiohttp_client(
+    aiohttp_client: ClientFactory, access_lines: list[dict[str, Any]]
+) -> ClientFactory:
     """pytest-aiohttp's factory, serving a cm-api app the way `python -m service` does: with the
-    access logger that writes the request lines and the HTTP metrics."""
+    access logger that counts the HTTP metrics and writes the request lines (to
+    `access_lines`)."""
 
     async def make(app: Any, **kwargs: Any) -> Any:
         if isinstance(app, web.Application) and METRICS in app:
             # Started here: aiohttp's TestServer drops the runner arguments given to __init__.
             server = TestServer(app)
-            await server.start_server(**server_options(app))
+            lines = AccessLines(logging.DEBUG, access_lines.append)
+            await server.start_server(**server_options(app, lines))
             app = server
         return await aiohttp_client(app, **kwargs)
 

@@ -66,7 +66,7 @@ async def test_data_routes_refuse_without_a_valid_token(
     assert DATA_TOKENS[0] not in await response.text()
     # Refused before the cache: nothing was looked up, loaded or stored.
     stats = protected.app[CACHE].stats()  # type: ignore[index]
-    assert (stats.hits, stats.misses, stats.entries) == (0, 0, 0)
+    assert (stats.entries, stats.in_flight, stats.waiting) == (0, 0, 0)
 
 
 @pytest.mark.parametrize("token", DATA_TOKENS)

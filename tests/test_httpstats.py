@@ -6,6 +6,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from service.cache import Outcome
 from service.httpstats import HttpStats
 
 BUCKETS = (0.001, 0.01, 0.1)
@@ -51,7 +52,7 @@ def test_declared_routes_exist_at_zero() -> None:
 def test_durations_fall_in_the_first_bucket_whose_bound_they_do_not_exceed() -> None:
     stats = HttpStats(BUCKETS)
     for seconds in (0.0005, 0.001, 0.0011, 0.1, 0.5, 7.0):
-        stats.request_done("/acc/", "GET", 200, seconds)
+        stats.count("/acc/", "acc", "GET", 200, seconds=seconds, outcome=Outcome.HIT)
     s = scrape(stats)
 
     def bucket(le: str) -> float:
@@ -68,7 +69,8 @@ def test_durations_fall_in_the_first_bucket_whose_bound_they_do_not_exceed() -> 
 def test_methods_outside_the_known_set_share_one_label() -> None:
     stats = HttpStats(BUCKETS)
     for method in ("GET", "HEAD", "BREW", "PROPFIND", "get"):
-        stats.request_done("/acc/", method, 405 if method != "GET" else 200, 0.0001)
+        status = 405 if method != "GET" else 200
+        stats.count("/acc/", "acc", method, status, seconds=0.0001, outcome=None)
     s = scrape(stats)
     assert value(s, "cmapi_http_requests_total", route="/acc/", method="GET", status="200") == 1
     assert value(s, "cmapi_http_requests_total", route="/acc/", method="HEAD", status="405") == 1
@@ -77,12 +79,20 @@ def test_methods_outside_the_known_set_share_one_label() -> None:
 
 def test_cache_results_and_requests_in_flight() -> None:
     stats = HttpStats(BUCKETS)
-    stats.cache_result("acc", "hit")
-    stats.cache_result("acc", "hit")
-    stats.cache_result("user", "stale")
+    for route, resource, status, outcome in (
+        ("/acc/", "acc", 200, Outcome.HIT),
+        ("/acc/", "acc", 304, Outcome.HIT),
+        ("/user/", "user", 200, Outcome.STALE),
+        ("/user/", "user", 503, None),  # no answer from the cache: an error
+        ("/user/", "user", 400, None),  # refused before the cache: not a cache result
+        ("/livez", None, 500, None),  # not a data route
+    ):
+        stats.count(route, resource, "GET", status, seconds=0.001, outcome=outcome)
     stats.in_flight += 3
     stats.in_flight -= 1
     s = scrape(stats)
     assert value(s, "cmapi_cache_requests_total", resource="acc", result="hit") == 2
     assert value(s, "cmapi_cache_requests_total", resource="user", result="stale") == 1
+    assert value(s, "cmapi_cache_requests_total", resource="user", result="error") == 1
+    assert sum(v for (name, _), v in s.items() if name == "cmapi_cache_requests_total") == 4
     assert value(s, "cmapi_http_requests_in_flight") == 2

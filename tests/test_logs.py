@@ -8,6 +8,7 @@ import asyncio
 import datetime
 import json
 import logging
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -21,8 +22,8 @@ from structlog.testing import capture_logs
 from service.access import server_options
 from service.app import create_app
 from service.logs import (
+    AccessLines,
     LoopFlushedLogger,
-    StructlogAccessLines,
     UtcStamper,
     configure_logging,
 )
@@ -42,10 +43,6 @@ def logs() -> Iterator[Events]:
         yield captured
 
 
-def requests(events: Events) -> Events:
-    return [e for e in events if e["event"] == "request"]
-
-
 async def settle() -> None:
     """aiohttp reports a response just after writing its last byte, which the client may have
     read first: let the server's side of the loop finish that turn."""
@@ -54,14 +51,14 @@ async def settle() -> None:
 
 
 async def test_one_access_event_per_request_with_the_incoming_request_id(
-    client: Client, logs: Events
+    client: Client, access_lines: Events
 ) -> None:
     response = await client.get("/acc/", headers={"X-Request-ID": "dash-42.a:b"})
     assert response.headers["X-Request-ID"] == "dash-42.a:b"
     await settle()
-    (event,) = requests(logs)
+    (event,) = access_lines
     assert event["request_id"] == "dash-42.a:b"
-    assert event["log_level"] == "info"
+    assert event["level"] == "info"
     assert (event["method"], event["route"], event["path"]) == ("GET", "/acc/", "/acc/")
     assert (event["status"], event["cache"], event["client"]) == (200, "MISS", "127.0.0.1")
     assert event["bytes"] > len(await response.read())  # headers included
@@ -70,7 +67,7 @@ async def test_one_access_event_per_request_with_the_incoming_request_id(
 
 @pytest.mark.parametrize("incoming", [None, "", "has spaces", "x" * 129, "naïve", "a\tb"])
 async def test_a_missing_or_malformed_request_id_is_replaced(
-    client: Client, logs: Events, incoming: str | None
+    client: Client, access_lines: Events, incoming: str | None
 ) -> None:
     headers = {} if incoming is None else {"X-Request-ID": incoming}
     response = await client.get("/acc/1", headers=headers)
@@ -78,7 +75,7 @@ async def test_a_missing_or_malformed_request_id_is_replaced(
     assert made
     assert made != incoming
     await settle()
-    assert [e["request_id"] for e in requests(logs)] == [made]
+    assert [e["request_id"] for e in access_lines] == [made]
 
 
 async def test_request_ids_are_unique(client: Client, logs: Events) -> None:
@@ -87,13 +84,13 @@ async def test_request_ids_are_unique(client: Client, logs: Events) -> None:
 
 
 async def test_errors_and_unmatched_paths_are_logged_with_a_bounded_route(
-    client: Client, logs: Events
+    client: Client, access_lines: Events
 ) -> None:
     await client.get("/some/raw/path/123")
     await client.get("/acc/?limit=nope")
     await client.delete("/acc/7")
     await settle()
-    got = [(e["route"], e["path"], e["status"], e["method"]) for e in requests(logs)]
+    got = [(e["route"], e["path"], e["status"], e["method"]) for e in access_lines]
     assert got == [
         ("unmatched", "/some/raw/path/123", 404, "GET"),
         ("/acc/", "/acc/", 400, "GET"),
@@ -101,11 +98,11 @@ async def test_errors_and_unmatched_paths_are_logged_with_a_bounded_route(
     ]
 
 
-async def test_scrapes_are_logged_at_debug_level(client: Client, logs: Events) -> None:
+async def test_scrapes_are_logged_at_debug_level(client: Client, access_lines: Events) -> None:
     await client.get("/metrics")
     await settle()
-    (event,) = requests(logs)
-    assert (event["route"], event["log_level"]) == ("/metrics", "debug")
+    (event,) = access_lines
+    assert (event["route"], event["level"]) == ("/metrics", "debug")
 
 
 async def test_logs_inside_a_request_carry_its_id(
@@ -131,6 +128,7 @@ async def test_database_failures_are_logged_once_per_incident(
     sql: SQL,
     password_user: tuple[str, str],
     logs: Events,
+    access_lines: Events,
 ) -> None:
     user, password = password_user
     settings = make_settings(DB_USER=user, DB_PASSWORD=password, DB_QUERY_TIMEOUT="0.2")
@@ -153,7 +151,7 @@ async def test_database_failures_are_logged_once_per_incident(
     assert "0.2 s" in incident[0]["reason"]
     assert incident[1]["failures"] == 5
     assert password not in repr(logs)
-    assert len(requests(logs)) == 6
+    assert len(access_lines) == 6
 
 
 async def test_start_up_logs_pool_bounds_and_resources(
@@ -286,56 +284,52 @@ def test_loop_lines_are_written_once_per_loop_turn_and_errors_at_once() -> None:
     assert file.calls[-1] == b"f\n"
 
 
-class LevelledSink:
-    """An access-line writer set to a level, keeping what it is handed."""
-
-    def __init__(self, min_level: int) -> None:
-        self.min_level = min_level
-        self.lines: list[tuple[int, dict[str, Any]]] = []
-
-    def __call__(self, level: int, fields: dict[str, Any]) -> None:
-        self.lines.append((level, fields))
-
-
 async def test_lines_below_the_writers_level_are_not_gathered_but_still_counted(
     settings: Settings,
 ) -> None:
     app = create_app(settings)
-    sink = LevelledSink(logging.WARNING)
+    written: Events = []
+    lines = AccessLines(logging.WARNING, written.append)
     server = TestServer(app)
-    await server.start_server(**server_options(app, sink))
+    await server.start_server(**server_options(app, lines))
     async with TestClient(server) as client:
         for path in ("/acc/", "/acc/", "/nope", "/livez"):
             await (await client.get(path)).read()
         await settle()
         scrape = await (await client.get("/metrics")).text()
-        sink.min_level = logging.DEBUG  # from now on every line is wanted, probes' too
+        lines.level = logging.DEBUG  # from now on every line is wanted, probes' too
         await (await client.get("/livez")).read()
         await settle()
     assert 'cmapi_http_requests_total{method="GET",route="/acc/",status="200"} 2.0' in scrape
     assert 'cmapi_http_requests_total{method="GET",route="unmatched",status="404"} 1.0' in scrape
     assert 'cmapi_cache_requests_total{resource="acc",result="hit"} 1.0' in scrape
-    assert [(level, fields["route"]) for level, fields in sink.lines] == [(logging.DEBUG, "/livez")]
+    assert [(e["level"], e["route"]) for e in written] == [("debug", "/livez")]
 
 
-def test_the_fast_access_line_is_the_structlog_line(capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_access_line_has_the_shape_of_the_structlog_lines(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     root = logging.getLogger()
     saved = root.handlers[:], root.level
     try:
-        fast = configure_logging("info", "json")
-        assert fast is not None
+        lines = configure_logging("info", "json")
         fields = {"request_id": "r-1", "method": "GET", "route": "/acc/", "status": 200}
-        fast(logging.INFO, dict(fields))
-        fast(logging.DEBUG, dict(fields))  # below the level: not written
-        StructlogAccessLines(structlog.get_logger("cm_api.access"))(logging.INFO, dict(fields))
-        StructlogAccessLines(structlog.get_logger("cm_api.access"))(logging.DEBUG, dict(fields))
-        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-        assert configure_logging("info", "console") is None  # the console goes through structlog
+        assert lines.enabled_for(logging.INFO)
+        assert not lines.enabled_for(logging.DEBUG)
+        lines.write(logging.INFO, dict(fields))
+        structlog.get_logger("cm_api.access").info("request", **fields)
+        written = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        console = configure_logging("info", "console")
+        console.write(logging.INFO, dict(fields))
+        text = capsys.readouterr().out
     finally:
         root.handlers[:], level = saved
         root.setLevel(level)
         structlog.reset_defaults()
-    ours, theirs = lines
+    ours, theirs = written
     assert list(ours) == list(theirs)  # same keys, same order
     assert ours.pop("timestamp")[:19] == theirs.pop("timestamp")[:19]
     assert ours == theirs == {**fields, "event": "request", "level": "info"}
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", text)  # the console renderer's colours
+    assert "request" in plain
+    assert "route=/acc/" in plain
