@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Final, NamedTuple
 
 import structlog
-from cachetools import Cache, TTLCache
+from cachetools import TTLCache
 
 log = structlog.get_logger(__name__)
 

@@ -26,7 +26,7 @@ from aiohttp import web
 
 from .access import server_options
 from .keys import READINESS
-from .logs import AccessSink
+from .logs import AccessLines
 from .settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -67,9 +67,7 @@ class _Signals:
             self._main.cancel()
 
 
-async def serve(
-    app: web.Application, settings: Settings, access_lines: AccessSink | None = None
-) -> None:
+async def serve(app: web.Application, settings: Settings, access_lines: AccessLines) -> None:
     """Run `app` on settings' host and port until a signal, then drain as described above;
     access lines go to `access_lines`. Start-up errors (StartupError, OSError from listening)
     propagate after cleanup; a signal during start-up raises CancelledError."""
