@@ -271,7 +271,7 @@ class Metrics:
 
     def handler(self) -> Handler:
         """GET /metrics: prometheus-client's own aiohttp exposition (text format, OpenMetrics
-        when the scraper asks for it). Not compressed: aiohttp compresses a body over 4 kB in a
-        worker thread, which under load waits for the event loop's GIL (bench/ measured a busy
-        scrape's median at 35 ms, against about 5 ms of work), to save ~25 kB per scrape."""
+        when the scraper asks for it). Not compressed: aiohttp's threaded gzip waits for the
+        event loop's GIL under load, which cost a busy scrape far more than the bytes it saves
+        (bench/README.md)."""
         return make_aiohttp_handler(self.registry, disable_compression=True)
