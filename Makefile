@@ -23,3 +23,22 @@ test: venv
 
 bench: venv
 	$(VENV)/bin/python -m bench $(BENCH_ARGS)
+
+.PHONY: settings-docs version image
+
+# Rewrites the README's configuration table and config/cm-api.env.example from the declarations
+# in service/settings.py (tests/test_settings.py fails while they differ).
+settings-docs: venv
+	$(VENV)/bin/python -m tests.settings_docs
+
+# pyproject.toml's version: the one source of the package's version and the image's label and tag.
+VERSION = $(shell $(PYTHON) -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
+IMAGE ?= cm-api
+
+version:
+	@echo $(VERSION)
+
+# The container image, labelled and tagged with that version; IMAGE=registry.example.com/ops/cm-api
+# names it for a registry.
+image:
+	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE):$(VERSION) .

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from .auth import BearerTokens
 from .cache import ReadThroughCache
 from .cors import CorsPolicy
-from .db import Database
+from .db import Database, QueryObserver
 from .dbhealth import keep_checked
 from .errors import DatabaseQueryError, DatabaseUnavailable, StartupError
 from .handlers import ResourceHandlers
@@ -23,7 +23,7 @@ from .keys import CACHE, CATALOG, DATABASE, METRICS, READINESS, SETTINGS
 from .metrics import Metrics
 from .openapi import openapi_ctx, openapi_json
 from .request_id import RequestIds
-from .resources import build_catalog
+from .resources import Catalog, build_catalog
 from .routing import Routing, add_not_found, add_read_only
 from .settings import Settings
 
@@ -35,10 +35,13 @@ log = structlog.get_logger(__name__)
 POOL_CLOSE_GRACE = 5.0
 
 
-async def database_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Open the pool, check the schema once, and close the pool at shutdown."""
-    settings = app[SETTINGS]
-    db = Database(settings, observer=app[METRICS])
+async def open_database(
+    settings: Settings, observer: QueryObserver | None = None
+) -> tuple[Database, Catalog]:
+    """Open the pool (retrying as configured) and verify every exposed table, as start-up and
+    `cm-api check-config --database` do; StartupError names what is wrong. The caller closes
+    the Database."""
+    db = Database(settings, observer=observer)
     await db.start()
     try:
         tables = await db.introspect(settings.resources)
@@ -51,6 +54,12 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     except BaseException:
         await db.close()
         raise
+    return db, catalog
+
+
+async def database_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Open the pool, check the schema once, and close the pool at shutdown."""
+    db, catalog = await open_database(app[SETTINGS], observer=app[METRICS])
     for resource in catalog.resources.values():
         if resource.hidden:
             log.info("columns_hidden", table=resource.table, columns=list(resource.hidden))

@@ -1,25 +1,36 @@
 """Configuration from the environment, validated once at start-up.
 
-`VARIABLES` is the single list of every setting: its name, default and meaning. `load_settings`
-reads defaults from it, `config/cm-api.env.example` and the README table are checked against it
-by the tests, so the three cannot drift apart.
+Each setting is declared once, as a field of `Settings`: its variable, default, bounds or
+choices, whether it is secret, and a one-line meaning. `load_settings` parses by those
+declarations; `cm-api --help`, the README table and `config/cm-api.env.example` are generated
+from them (tests/settings_docs.py; the tests fail when a file differs).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import math
 import re
-from collections.abc import Callable, Mapping
+import typing
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, TypeVar
+from types import MappingProxyType
+from typing import Any, Final, TypeVar
 
-T = TypeVar("T")
+T = TypeVar("T", int, float)
 
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 # RFC 6750's b64token, at least 16 characters so that a guessable word is not a token.
 TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]{16,}=*")
 ORIGIN = re.compile(r"https?://([A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
+
+# A variable with one of these prefixes that is no setting is most likely a typo of one.
+PREFIXES: Final = ("DB_", "CACHE_", "HTTP_", "CORS_", "SHUTDOWN_")
+# Variables of other programs that share a prefix with ours (curl's and pip's proxy).
+FOREIGN: Final = frozenset({"HTTP_PROXY"})
+_DECLARATION: Final = "cm-api setting"
 
 
 class SettingsError(ValueError):
@@ -53,255 +64,131 @@ class Secret:
         return hash(self._value)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Variable:
+    """One environment variable as the operator sees it: in `--help`, the README table and the
+    example file."""
+
     name: str
-    default: str | None  # None: required
+    default: str | None  # as written in the environment; None: required
     meaning: str
-
-
-VARIABLES: Final[tuple[Variable, ...]] = (
-    Variable("DB_HOST", None, "MySQL/MariaDB host name or address (required)"),
-    Variable("DB_PORT", "3306", "MySQL/MariaDB TCP port (1-65535)"),
-    Variable("DB_USER", None, "database user (required)"),
-    Variable("DB_PASSWORD", "", "database password; empty means no password"),
-    Variable(
-        "DB_PASSWORD_FILE",
-        "",
-        "file holding the password (a mounted secret); excludes DB_PASSWORD; "
-        "one trailing newline is ignored",
-    ),
-    Variable("DB_NAME", None, "database (schema) holding the exposed tables (required)"),
-    Variable(
-        "DB_CONNECTION_TIMEOUT",
-        "5",
-        "seconds to open one database connection, handshake included",
-    ),
-    Variable(
-        "DB_CONNECT_RETRIES",
-        "5",
-        "extra connection attempts at start-up after the first one fails (0 = try once)",
-    ),
-    Variable("DB_CONNECT_RETRY_DELAY", "2", "seconds between start-up connection attempts"),
-    Variable("DB_POOL_SIZE", "8", "maximum connections the process holds (1-1000)"),
-    Variable(
-        "DB_POOL_MIN_SIZE",
-        "2",
-        "connections opened at start-up and kept warm (0 to DB_POOL_SIZE; unset: 2, or "
-        "DB_POOL_SIZE if smaller)",
-    ),
-    Variable(
-        "DB_POOL_RECYCLE_SECONDS",
-        "1800",
-        "a connection older than this is closed when it returns to the pool or is found idle, "
-        "and replaced on demand (keep it below the server's wait_timeout)",
-    ),
-    Variable(
-        "DB_ACQUIRE_TIMEOUT",
-        "2",
-        "seconds a request waits for a free pooled connection before answering 503",
-    ),
-    Variable(
-        "DB_QUERY_TIMEOUT",
-        "5",
-        "seconds one query may run before it is abandoned (503) and its connection closed",
-    ),
-    Variable(
-        "DB_CHECK_INTERVAL",
-        "5",
-        "seconds without any statement, connection attempt or ping after which a background "
-        "ping checks the database (cmapi_db_up, /readyz?verbose); 0 turns the check off",
-    ),
-    Variable("HTTP_HOST", "0.0.0.0", "address the HTTP server listens on"),
-    Variable("HTTP_PORT", "8080", "HTTP port (1-65535)"),
-    Variable("MAX_PAGE_SIZE", "1000", "largest accepted ?limit= on list routes"),
-    Variable(
-        "RESOURCES",
-        "acc,user",
-        "comma-separated tables served as /<table>/ (each needs a one-column primary key)",
-    ),
-    Variable(
-        "EXPOSE_SECRET_COLUMNS",
-        "",
-        "comma-separated table.column names served although they look secret "
-        "(password, passwd, secret, token, salt, hash, api_key)",
-    ),
-    Variable(
-        "CACHE_TTL_SECONDS",
-        "5",
-        "seconds a loaded answer is served without asking the database; 0 stores nothing "
-        "(concurrent identical requests still share one query)",
-    ),
-    Variable(
-        "CACHE_STALE_WHILE_REVALIDATE_SECONDS",
-        "10",
-        "after the TTL, seconds an answer is still served at once while one background query "
-        "refreshes it; answers are at most TTL + this old while the database is healthy",
-    ),
-    Variable(
-        "CACHE_STALE_IF_ERROR_SECONDS",
-        "300",
-        "after the TTL, seconds the last good answer is served (X-Cache: STALE) while the "
-        "database fails; past that, 503",
-    ),
-    Variable(
-        "CACHE_MAX_BYTES",
-        "67108864",
-        "bytes of cached bodies (plain and gzip) kept in memory; least recently used go first",
-    ),
-    Variable(
-        "API_TOKENS_FILE",
-        "",
-        "file of bearer tokens (one per line, at least 16 characters, # comments) that the data "
-        "routes and /openapi.json require; empty: those routes are open (a warning at start-up "
-        "when HTTP_HOST is not a loopback address); read at start-up",
-    ),
-    Variable(
-        "METRICS_TOKENS_FILE",
-        "",
-        "file of bearer tokens for /metrics, same format; empty: /metrics is open",
-    ),
-    Variable(
-        "CORS_ALLOWED_ORIGINS",
-        "",
-        "comma-separated origins (https://dash.example.com) whose pages may read the data "
-        "routes, or * for any; empty: no CORS headers, preflights get 405",
-    ),
-    Variable(
-        "CORS_ALLOW_CREDENTIALS",
-        "false",
-        "true lets those pages send cookies or HTTP authentication (not with *); bearer "
-        "tokens in an Authorization header need no credentials mode",
-    ),
-    Variable(
-        "LOG_LEVEL",
-        "info",
-        "debug, info, warning or error; info writes one line per request"
-        " (probes and scrapes only at debug)",
-    ),
-    Variable(
-        "LOG_FORMAT",
-        "auto",
-        "json, console, or auto (console on a terminal, JSON otherwise)",
-    ),
-    Variable(
-        "SHUTDOWN_DELAY_SECONDS",
-        "5",
-        "after SIGTERM, seconds the server goes on serving while /readyz answers 503, so load "
-        "balancers stop sending traffic before the listener closes",
-    ),
-    Variable(
-        "SHUTDOWN_GRACE_SECONDS",
-        "20",
-        "after that delay, seconds requests in flight get to finish before they are cut; "
-        "the process exits within delay + grace + 5 s",
-    ),
-)
-
-_BY_NAME: Final[Mapping[str, Variable]] = {v.name: v for v in VARIABLES}
-LOG_LEVELS: Final = ("debug", "info", "warning", "error")
-LOG_FORMATS: Final = ("auto", "json", "console")
+    values: str = ""  # what it accepts, e.g. "1-65535" or "true or false"
+    secret: bool = False  # its value, or the file it names, is a secret: never shown
 
 
 @dataclass(frozen=True, kw_only=True)
-class Settings:
-    db_host: str
-    db_port: int
-    db_user: str
-    db_password: Secret
-    db_name: str
-    db_connection_timeout: float
-    db_connect_retries: int
-    db_connect_retry_delay: float
-    db_pool_size: int
-    db_pool_min_size: int
-    db_pool_recycle_seconds: float
-    db_acquire_timeout: float
-    db_query_timeout: float
-    db_check_interval: float
-    http_host: str
-    http_port: int
-    max_page_size: int
-    resources: tuple[str, ...]
-    expose_secret_columns: frozenset[tuple[str, str]]
-    cache_ttl_seconds: float
-    cache_stale_while_revalidate_seconds: float
-    cache_stale_if_error_seconds: float
-    cache_max_bytes: int
-    api_tokens: tuple[Secret, ...]
-    metrics_tokens: tuple[Secret, ...]
-    cors_allowed_origins: frozenset[str]
-    cors_allow_credentials: bool
-    log_level: str
-    log_format: str
-    shutdown_delay_seconds: float
-    shutdown_grace_seconds: float
+class Spec:
+    """A setting as declared by `setting()`; `declarations()` completes it with the field."""
 
-    def public(self) -> dict[str, object]:
-        """Every setting for the start-up log line, secrets redacted (set or not is shown)."""
-        return {name: _public_value(value) for name, value in self.__dict__.items()}
+    variable: Variable
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+    aliases: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    parse: Parse | None = None
+    companions: tuple[Variable, ...] = ()  # further variables `parse` reads
 
 
-def _public_value(value: object) -> object:
-    if isinstance(value, Secret):
-        return "<redacted>" if value.reveal() else ""
-    if isinstance(value, tuple) and value and isinstance(value[0], Secret):
-        return f"{len(value)} token(s)"
-    if isinstance(value, frozenset):
-        return sorted(v if isinstance(v, str) else ".".join(v) for v in value)
-    return value
+@dataclass(frozen=True, kw_only=True)
+class Declaration:
+    """One field of `Settings`, its variables and the parser chosen by its type."""
+
+    field: str
+    spec: Spec
+    parse: Parse
+
+    @property
+    def variable(self) -> Variable:
+        return self.spec.variable
+
+    @property
+    def variables(self) -> tuple[Variable, ...]:
+        return (self.spec.variable, *self.spec.companions)
 
 
-class _Reader:
-    """Reads one environment mapping, applying the defaults of `VARIABLES`."""
+class Env:
+    """One environment mapping as the declarations read it; a blank value counts as unset."""
 
     def __init__(self, env: Mapping[str, str]) -> None:
         self._env = env
 
     def is_set(self, name: str) -> bool:
-        """Whether `name` has a value (empty or blank counts as unset)."""
         return (self._env.get(name) or "").strip() != ""
 
-    def raw(self, name: str) -> str:
-        var = _BY_NAME[name]
-        if not self.is_set(name):
-            if var.default is None:
-                raise SettingsError(name, f"is required ({var.meaning})")
-            return var.default
-        return self._env[name].strip()
+    def verbatim(self, name: str) -> str:
+        """The value as given, spaces included (a password may start or end with one)."""
+        return self._env.get(name, "")
 
-    def integer(self, name: str, low: int, high: int) -> int:
-        return self._bounded(name, low, high, int, "an integer")
+    def raw(self, variable: Variable) -> str:
+        """The stripped value, else the default; SettingsError when a required one is unset."""
+        if self.is_set(variable.name):
+            return self._env[variable.name].strip()
+        if variable.default is None:
+            raise SettingsError(variable.name, f"is required ({variable.meaning})")
+        return variable.default
 
-    def number(self, name: str, low: float, high: float) -> float:
-        return self._bounded(name, low, high, float, "a number of seconds")
 
-    def _bounded(self, name: str, low: T, high: T, parse: Callable[[str], T], kind: str) -> T:
-        raw = self.raw(name)
-        expected = f"expected {kind} from {low} to {high}, got {raw!r}"
-        try:
-            value = parse(raw)
-        except ValueError:
-            raise SettingsError(name, expected) from None
-        if isinstance(value, float) and not math.isfinite(value):
-            raise SettingsError(name, expected)
-        if not low <= value <= high:  # type: ignore[operator]
-            raise SettingsError(name, expected)
-        return value
+Parse = Callable[[Env, Spec], object]
 
-    def boolean(self, name: str) -> bool:
-        raw = self.raw(name).lower()
-        if raw in ("true", "yes", "1", "on"):
-            return True
-        if raw in ("false", "no", "0", "off"):
-            return False
-        raise SettingsError(name, f"expected true or false, got {raw!r}")
 
-    def choice(self, name: str, choices: tuple[str, ...]) -> str:
-        raw = self.raw(name).lower()
-        if raw not in choices:
-            raise SettingsError(name, f"expected one of {', '.join(choices)}, got {raw!r}")
-        return raw
+# -- parsers by type ------------------------------------------------------------------------
+
+
+def _integer(env: Env, spec: Spec) -> int:
+    return _bounded(env, spec, int, "an integer")
+
+
+def _seconds(env: Env, spec: Spec) -> float:
+    return _bounded(env, spec, float, "a number of seconds")
+
+
+def _bounded(env: Env, spec: Spec, parse: Callable[[str], T], kind: str) -> T:
+    raw = env.raw(spec.variable)
+    expected = f"expected {kind} from {spec.low} to {spec.high}, got {raw!r}"
+    try:
+        value = parse(raw)
+    except ValueError:
+        raise SettingsError(spec.variable.name, expected) from None
+    if not math.isfinite(value) or not _within(value, spec.low, spec.high):
+        raise SettingsError(spec.variable.name, expected)
+    return value
+
+
+def _within(value: float, low: float | None, high: float | None) -> bool:
+    return (low is None or value >= low) and (high is None or value <= high)
+
+
+def _boolean(env: Env, spec: Spec) -> bool:
+    raw = env.raw(spec.variable).lower()
+    if raw in ("true", "yes", "1", "on"):
+        return True
+    if raw in ("false", "no", "0", "off"):
+        return False
+    raise SettingsError(spec.variable.name, f"expected true or false, got {raw!r}")
+
+
+def _choice(env: Env, spec: Spec) -> str:
+    """One of `choices` in any case, an alias standing for its canonical name."""
+    raw = env.raw(spec.variable).lower()
+    value = spec.aliases.get(raw, raw)
+    if value not in spec.choices:
+        expected = ", ".join(spec.choices)
+        raise SettingsError(spec.variable.name, f"expected one of {expected}, got {raw!r}")
+    return value
+
+
+def _text(env: Env, spec: Spec) -> str:
+    return env.raw(spec.variable)
+
+
+# -- parsers of special kinds ----------------------------------------------------------------
+
+
+def _host(env: Env, spec: Spec) -> str:
+    host = env.raw(spec.variable)
+    if any(c.isspace() for c in host):
+        raise SettingsError(spec.variable.name, f"expected a host name or address, got {host!r}")
+    return host
 
 
 def _read_file(variable: str, path: str) -> str:
@@ -314,28 +201,34 @@ def _read_file(variable: str, path: str) -> str:
         raise SettingsError(variable, f"cannot read {path!r}: {reason}") from None
 
 
-def _password(env: Mapping[str, str]) -> Secret:
-    path = env.get("DB_PASSWORD_FILE", "").strip()
-    if not path:
+def _password(env: Env, spec: Spec) -> Secret:
+    """DB_PASSWORD, or the content of the file DB_PASSWORD_FILE names."""
+    (file_variable,) = spec.companions
+    if not env.is_set(file_variable.name):
         # Not stripped: a password may legitimately start or end with a space.
-        return Secret(env.get("DB_PASSWORD", ""))
-    if env.get("DB_PASSWORD", ""):
-        raise SettingsError(
-            "DB_PASSWORD_FILE", "set either DB_PASSWORD or DB_PASSWORD_FILE, not both"
-        )
-    content = _read_file("DB_PASSWORD_FILE", path)
+        return Secret(env.verbatim(spec.variable.name))
+    _one_password_source(env, spec.variable, file_variable)
+    content = _read_file(file_variable.name, env.raw(file_variable))
     # Secrets written with `echo` end in a newline that is not part of the password.
     return Secret(content.removesuffix("\n").removesuffix("\r"))
 
 
-def _tokens(reader: _Reader, name: str) -> tuple[Secret, ...]:
-    """The bearer tokens in the file `name` names; none when it is unset."""
-    if not reader.is_set(name):
+def _one_password_source(env: Env, password: Variable, password_file: Variable) -> None:
+    """Two sources of one password: which one wins would be a guess."""
+    if env.verbatim(password.name):
+        raise SettingsError(
+            password_file.name, f"set either {password.name} or {password_file.name}, not both"
+        )
+
+
+def _tokens(env: Env, spec: Spec) -> tuple[Secret, ...]:
+    """The bearer tokens in the file the variable names; none when it is unset."""
+    name = spec.variable.name
+    if not env.is_set(name):
         return ()
-    path = reader.raw(name)
-    lines = _read_file(name, path).splitlines()
+    path = env.raw(spec.variable)
     tokens: dict[str, None] = {}
-    for number, line in enumerate(lines, 1):
+    for number, line in enumerate(_read_file(name, path).splitlines(), 1):
         token = line.strip()
         if not token or token.startswith("#"):
             continue
@@ -352,8 +245,13 @@ def _tokens(reader: _Reader, name: str) -> tuple[Secret, ...]:
     return tuple(Secret(t) for t in tokens)
 
 
-def _origins(reader: _Reader, name: str) -> frozenset[str]:
-    items = {item.strip() for item in reader.raw(name).split(",") if item.strip()}
+def _items(env: Env, spec: Spec) -> list[str]:
+    return [item.strip() for item in env.raw(spec.variable).split(",") if item.strip()]
+
+
+def _origins(env: Env, spec: Spec) -> frozenset[str]:
+    name = spec.variable.name
+    items = set(_items(env, spec))
     if "*" in items and len(items) > 1:
         raise SettingsError(name, "* allows every origin: list origins or give * alone")
     for item in items - {"*"}:
@@ -367,8 +265,9 @@ def _origins(reader: _Reader, name: str) -> frozenset[str]:
     return frozenset(item.lower() for item in items)
 
 
-def _names(reader: _Reader, name: str) -> tuple[str, ...]:
-    items = tuple(item.strip() for item in reader.raw(name).split(",") if item.strip())
+def _table_names(env: Env, spec: Spec) -> tuple[str, ...]:
+    name = spec.variable.name
+    items = tuple(_items(env, spec))
     for item in items:
         if not IDENTIFIER.fullmatch(item):
             raise SettingsError(
@@ -381,73 +280,375 @@ def _names(reader: _Reader, name: str) -> tuple[str, ...]:
     return items
 
 
-def _qualified_columns(reader: _Reader, name: str) -> frozenset[tuple[str, str]]:
+def _table_columns(env: Env, spec: Spec) -> frozenset[tuple[str, str]]:
     pairs: set[tuple[str, str]] = set()
-    for raw in reader.raw(name).split(","):
-        item = raw.strip()
-        if not item:
-            continue
+    for item in _items(env, spec):
         table, _, column = item.partition(".")
         if not (IDENTIFIER.fullmatch(table) and IDENTIFIER.fullmatch(column)):
-            raise SettingsError(name, f"expected table.column entries, got {item!r}")
+            raise SettingsError(spec.variable.name, f"expected table.column entries, got {item!r}")
         pairs.add((table, column))
     return frozenset(pairs)
 
 
-def _pool_min_size(r: _Reader, pool_size: int) -> int:
-    # Two warm connections by default: a dashboard page asks for its lists at once, and on a
-    # cold cache the second list would otherwise wait for a connection handshake (bench/
-    # cold-burst measured 50-85 ms of acquire time with one). A smaller pool caps the default
-    # rather than making an unset variable invalid.
-    if r.is_set("DB_POOL_MIN_SIZE"):
-        return r.integer("DB_POOL_MIN_SIZE", 0, pool_size)
-    return min(int(r.raw("DB_POOL_MIN_SIZE")), pool_size)
+# -- the declarations -------------------------------------------------------------------------
+
+
+def setting(
+    name: str,
+    default: str | None,
+    meaning: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    choices: Sequence[str] = (),
+    aliases: Mapping[str, str] | None = None,
+    values: str = "",
+    secret: bool = False,
+    parse: Parse | None = None,
+    companions: Sequence[Variable] = (),
+) -> Any:
+    """Declare a field of `Settings`: its variable `name`, `default` as written in the
+    environment (None: required) and `meaning`. Fields of type int, float, bool and str are
+    parsed by their type (numbers within `low` and `high`, text within `choices`, which
+    `aliases` may also name); other types need `parse`, which reads `companions` too."""
+    shown = values or _values_shown(low, high, choices, aliases or {})
+    spec = Spec(
+        variable=Variable(name=name, default=default, meaning=meaning, values=shown, secret=secret),
+        low=low,
+        high=high,
+        choices=tuple(choices),
+        aliases=MappingProxyType(dict(aliases or {})),
+        parse=parse,
+        companions=tuple(companions),
+    )
+    return dataclasses.field(metadata={_DECLARATION: spec})
+
+
+def _values_shown(
+    low: float | None, high: float | None, choices: Sequence[str], aliases: Mapping[str, str]
+) -> str:
+    if low is not None or high is not None:
+        return f"{'' if low is None else low}-{'' if high is None else high}"
+    return ", ".join(_with_aliases(choice, aliases) for choice in choices)
+
+
+def _with_aliases(choice: str, aliases: Mapping[str, str]) -> str:
+    others = [alias for alias, canonical in aliases.items() if canonical == choice]
+    return f"{choice} (or {', '.join(others)})" if others else choice
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    db_host: str = setting(
+        "DB_HOST", None, "MySQL/MariaDB host name or address", parse=_host, values="host"
+    )
+    db_port: int = setting("DB_PORT", "3306", "MySQL/MariaDB TCP port", low=1, high=65535)
+    db_user: str = setting("DB_USER", None, "database user")
+    # setting() returns a dataclasses.field, not a shared default (ruff knows immutable types).
+    db_password: Secret = setting(  # noqa: RUF009
+        "DB_PASSWORD",
+        "",
+        "database password; empty means no password",
+        values="text",
+        secret=True,
+        parse=_password,
+        companions=[
+            Variable(
+                name="DB_PASSWORD_FILE",
+                default="",
+                meaning="file holding the password (a mounted secret); excludes DB_PASSWORD; "
+                "one trailing newline is ignored",
+                values="path",
+                secret=True,
+            )
+        ],
+    )
+    db_name: str = setting("DB_NAME", None, "database (schema) holding the exposed tables")
+    db_connection_timeout: float = setting(
+        "DB_CONNECTION_TIMEOUT",
+        "5",
+        "seconds to open one database connection, handshake included",
+        low=0.1,
+        high=300,
+    )
+    db_connect_retries: int = setting(
+        "DB_CONNECT_RETRIES",
+        "5",
+        "extra connection attempts at start-up after the first one fails (0 = try once)",
+        low=0,
+        high=1000,
+    )
+    db_connect_retry_delay: float = setting(
+        "DB_CONNECT_RETRY_DELAY",
+        "2",
+        "seconds between start-up connection attempts",
+        low=0,
+        high=300,
+    )
+    db_pool_size: int = setting(
+        "DB_POOL_SIZE", "8", "maximum connections the process holds", low=1, high=1000
+    )
+    db_pool_min_size: int = setting(
+        "DB_POOL_MIN_SIZE",
+        "2",
+        "connections opened at start-up and kept warm, at most DB_POOL_SIZE (unset: 2, or "
+        "DB_POOL_SIZE if smaller)",
+        low=0,
+        high=1000,
+    )
+    db_pool_recycle_seconds: float = setting(
+        "DB_POOL_RECYCLE_SECONDS",
+        "1800",
+        "a connection older than this is closed when it returns to the pool or is found idle, "
+        "and replaced on demand (keep it below the server's wait_timeout)",
+        low=1,
+        high=7 * 86400,
+    )
+    db_acquire_timeout: float = setting(
+        "DB_ACQUIRE_TIMEOUT",
+        "2",
+        "seconds a request waits for a free pooled connection before answering 503",
+        low=0.01,
+        high=300,
+    )
+    db_query_timeout: float = setting(
+        "DB_QUERY_TIMEOUT",
+        "5",
+        "seconds one query may run before it is abandoned (503) and its connection closed",
+        low=0.01,
+        high=3600,
+    )
+    db_check_interval: float = setting(
+        "DB_CHECK_INTERVAL",
+        "5",
+        "seconds without any statement, connection attempt or ping after which a background "
+        "ping checks the database (cmapi_db_up, /readyz?verbose); 0 turns the check off",
+        low=0,
+        high=3600,
+    )
+    http_host: str = setting(
+        "HTTP_HOST", "0.0.0.0", "address the HTTP server listens on", values="host"
+    )
+    http_port: int = setting("HTTP_PORT", "8080", "HTTP port", low=1, high=65535)
+    max_page_size: int = setting(
+        "MAX_PAGE_SIZE", "1000", "largest accepted ?limit= on list routes", low=1, high=100_000
+    )
+    resources: tuple[str, ...] = setting(
+        "RESOURCES",
+        "acc,user",
+        "comma-separated tables served as /<table>/ (each needs a one-column primary key)",
+        values="table names",
+        parse=_table_names,
+    )
+    expose_secret_columns: frozenset[tuple[str, str]] = setting(
+        "EXPOSE_SECRET_COLUMNS",
+        "",
+        "comma-separated table.column names served although they look secret "
+        "(password, passwd, secret, token, salt, hash, api_key)",
+        values="table.column list",
+        parse=_table_columns,
+    )
+    cache_ttl_seconds: float = setting(
+        "CACHE_TTL_SECONDS",
+        "5",
+        "seconds a loaded answer is served without asking the database; 0 stores nothing "
+        "(concurrent identical requests still share one query)",
+        low=0,
+        high=86400,
+    )
+    cache_stale_while_revalidate_seconds: float = setting(
+        "CACHE_STALE_WHILE_REVALIDATE_SECONDS",
+        "10",
+        "after the TTL, seconds an answer is still served at once while one background query "
+        "refreshes it; answers are at most TTL + this old while the database is healthy",
+        low=0,
+        high=86400,
+    )
+    cache_stale_if_error_seconds: float = setting(
+        "CACHE_STALE_IF_ERROR_SECONDS",
+        "300",
+        "after the TTL, seconds the last good answer is served (X-Cache: STALE) while the "
+        "database fails; past that, 503",
+        low=0,
+        high=7 * 86400,
+    )
+    cache_max_bytes: int = setting(
+        "CACHE_MAX_BYTES",
+        "67108864",
+        "bytes of cached bodies (plain and gzip) kept in memory; least recently used go first",
+        low=0,
+        high=2**40,
+    )
+    api_tokens: tuple[Secret, ...] = setting(
+        "API_TOKENS_FILE",
+        "",
+        "file of bearer tokens (one per line, at least 16 characters, # comments) that the data "
+        "routes and /openapi.json require; empty: those routes are open (a warning at start-up "
+        "when HTTP_HOST is not a loopback address); read at start-up",
+        values="path",
+        secret=True,
+        parse=_tokens,
+    )
+    metrics_tokens: tuple[Secret, ...] = setting(
+        "METRICS_TOKENS_FILE",
+        "",
+        "file of bearer tokens for /metrics, same format; empty: /metrics is open",
+        values="path",
+        secret=True,
+        parse=_tokens,
+    )
+    cors_allowed_origins: frozenset[str] = setting(
+        "CORS_ALLOWED_ORIGINS",
+        "",
+        "comma-separated origins (https://dash.example.com) whose pages may read the data "
+        "routes, or * for any; empty: no CORS headers, preflights get 405",
+        values="origins, or *",
+        parse=_origins,
+    )
+    cors_allow_credentials: bool = setting(
+        "CORS_ALLOW_CREDENTIALS",
+        "false",
+        "true lets those pages send cookies or HTTP authentication (not with *); bearer "
+        "tokens in an Authorization header need no credentials mode",
+    )
+    log_level: str = setting(
+        "LOG_LEVEL",
+        "info",
+        "the lowest level written, in any case; info writes one line per request (probes "
+        "and scrapes only at debug); critical and fatal stand for error, the highest one used",
+        choices=("debug", "info", "warning", "error"),
+        aliases={"warn": "warning", "critical": "error", "fatal": "error"},
+    )
+    log_format: str = setting(
+        "LOG_FORMAT",
+        "auto",
+        "console (readable), json, or auto: console on a terminal, JSON otherwise",
+        choices=("auto", "json", "console"),
+    )
+    shutdown_delay_seconds: float = setting(
+        "SHUTDOWN_DELAY_SECONDS",
+        "5",
+        "after SIGTERM, seconds the server goes on serving while /readyz answers 503, so load "
+        "balancers stop sending traffic before the listener closes",
+        low=0,
+        high=300,
+    )
+    shutdown_grace_seconds: float = setting(
+        "SHUTDOWN_GRACE_SECONDS",
+        "20",
+        "after that delay, seconds requests in flight get to finish before they are cut; "
+        "the process exits within delay + grace + 5 s",
+        low=0,
+        high=3600,
+    )
+
+    def public(self) -> dict[str, object]:
+        """Every setting for the start-up log line, secrets redacted (set or not is shown)."""
+        return {name: _public_value(value) for name, value in self.__dict__.items()}
+
+
+def _public_value(value: object) -> object:
+    if isinstance(value, Secret):
+        return "<redacted>" if value.reveal() else ""
+    if isinstance(value, tuple) and value and isinstance(value[0], Secret):
+        return f"{len(value)} token(s)"
+    if isinstance(value, frozenset):
+        return sorted(v if isinstance(v, str) else ".".join(v) for v in value)
+    return value
+
+
+def declarations() -> tuple[Declaration, ...]:
+    """Every field of `Settings` with its declaration and parser, in declaration order."""
+    types = typing.get_type_hints(Settings)
+    return tuple(
+        _declaration(f.name, types[f.name], f.metadata[_DECLARATION])
+        for f in dataclasses.fields(Settings)
+    )
+
+
+def _declaration(field: str, kind: object, spec: Spec) -> Declaration:
+    if not spec.variable.values:
+        shown = "true or false" if kind is bool else "text"
+        spec = dataclasses.replace(spec, variable=dataclasses.replace(spec.variable, values=shown))
+    return Declaration(field=field, spec=spec, parse=_parser(kind, spec))
+
+
+def _parser(kind: object, spec: Spec) -> Parse:
+    if spec.parse is not None:
+        return spec.parse
+    if kind is bool:
+        return _boolean
+    if kind is int:
+        return _integer
+    if kind is float:
+        return _seconds
+    if kind is str:
+        return _choice if spec.choices else _text
+    raise TypeError(f"{spec.variable.name}: a setting of type {kind} needs parse=")
+
+
+def _variables() -> Iterator[Variable]:
+    for declaration in declarations():
+        yield from declaration.variables
+
+
+# Every environment variable read, in declaration order (what the documentation lists).
+VARIABLES: Final[tuple[Variable, ...]] = tuple(_variables())
+
+
+# -- rules across settings --------------------------------------------------------------------
+
+
+def _pool_min_size_within_pool_size(s: Settings, env: Env) -> Settings:
+    """DB_POOL_MIN_SIZE is at most DB_POOL_SIZE. Unset, its default is capped by a smaller
+    pool rather than making the unset variable invalid."""
+    if s.db_pool_min_size <= s.db_pool_size:
+        return s
+    if env.is_set("DB_POOL_MIN_SIZE"):
+        raise SettingsError(
+            "DB_POOL_MIN_SIZE",
+            f"expected an integer from 0 to DB_POOL_SIZE ({s.db_pool_size}), "
+            f"got {s.db_pool_min_size}",
+        )
+    return dataclasses.replace(s, db_pool_min_size=s.db_pool_size)
+
+
+def _credentials_need_listed_origins(s: Settings, env: Env) -> Settings:
+    # Browsers refuse credentials with a wildcard origin (Fetch standard, CORS check).
+    if s.cors_allow_credentials and "*" in s.cors_allowed_origins:
+        raise SettingsError("CORS_ALLOW_CREDENTIALS", "cannot be true with CORS_ALLOWED_ORIGINS=*")
+    return s
+
+
+RULES: Final[tuple[Callable[[Settings, Env], Settings], ...]] = (
+    _pool_min_size_within_pool_size,
+    _credentials_need_listed_origins,
+)
 
 
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Validate every variable; raise SettingsError naming the first bad one."""
-    r = _Reader(env)
-    pool_size = r.integer("DB_POOL_SIZE", 1, 1000)
-    origins = _origins(r, "CORS_ALLOWED_ORIGINS")
-    credentials = r.boolean("CORS_ALLOW_CREDENTIALS")
-    if credentials and "*" in origins:
-        # Browsers refuse credentials with a wildcard origin (Fetch standard, CORS check).
-        raise SettingsError("CORS_ALLOW_CREDENTIALS", "cannot be true with CORS_ALLOWED_ORIGINS=*")
-    host = r.raw("DB_HOST")
-    if any(c.isspace() for c in host):
-        raise SettingsError("DB_HOST", f"expected a host name or address, got {host!r}")
-    return Settings(
-        db_host=host,
-        db_port=r.integer("DB_PORT", 1, 65535),
-        db_user=r.raw("DB_USER"),
-        db_password=_password(env),
-        db_name=r.raw("DB_NAME"),
-        db_connection_timeout=r.number("DB_CONNECTION_TIMEOUT", 0.1, 300),
-        db_connect_retries=r.integer("DB_CONNECT_RETRIES", 0, 1000),
-        db_connect_retry_delay=r.number("DB_CONNECT_RETRY_DELAY", 0, 300),
-        db_pool_size=pool_size,
-        db_pool_min_size=_pool_min_size(r, pool_size),
-        db_pool_recycle_seconds=r.number("DB_POOL_RECYCLE_SECONDS", 1, 86400 * 7),
-        db_acquire_timeout=r.number("DB_ACQUIRE_TIMEOUT", 0.01, 300),
-        db_query_timeout=r.number("DB_QUERY_TIMEOUT", 0.01, 3600),
-        db_check_interval=r.number("DB_CHECK_INTERVAL", 0, 3600),
-        http_host=r.raw("HTTP_HOST"),
-        http_port=r.integer("HTTP_PORT", 1, 65535),
-        max_page_size=r.integer("MAX_PAGE_SIZE", 1, 100_000),
-        resources=_names(r, "RESOURCES"),
-        expose_secret_columns=_qualified_columns(r, "EXPOSE_SECRET_COLUMNS"),
-        cache_ttl_seconds=r.number("CACHE_TTL_SECONDS", 0, 86400),
-        cache_stale_while_revalidate_seconds=r.number(
-            "CACHE_STALE_WHILE_REVALIDATE_SECONDS", 0, 86400
-        ),
-        cache_stale_if_error_seconds=r.number("CACHE_STALE_IF_ERROR_SECONDS", 0, 7 * 86400),
-        cache_max_bytes=r.integer("CACHE_MAX_BYTES", 0, 2**40),
-        api_tokens=_tokens(r, "API_TOKENS_FILE"),
-        metrics_tokens=_tokens(r, "METRICS_TOKENS_FILE"),
-        cors_allowed_origins=origins,
-        cors_allow_credentials=credentials,
-        log_level=r.choice("LOG_LEVEL", LOG_LEVELS),
-        log_format=r.choice("LOG_FORMAT", LOG_FORMATS),
-        shutdown_delay_seconds=r.number("SHUTDOWN_DELAY_SECONDS", 0, 300),
-        shutdown_grace_seconds=r.number("SHUTDOWN_GRACE_SECONDS", 0, 3600),
+    source = Env(env)
+    # Any: each parser returns its field's type (tests/test_settings.py checks every one).
+    values: dict[str, Any] = {d.field: d.parse(source, d.spec) for d in declarations()}
+    settings = Settings(**values)
+    for rule in RULES:
+        settings = rule(settings, source)
+    return settings
+
+
+def unknown_variables(env: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """Variables named like settings that are none (DB_POOLSIZE), each with the closest
+    setting's name, or None: a typo would otherwise leave the default in force unnoticed."""
+    known = {v.name for v in VARIABLES}
+    unknown = sorted(
+        name
+        for name in env
+        if name.startswith(PREFIXES) and name not in known and name not in FOREIGN
     )
+    return [(name, _closest(name, known)) for name in unknown]
+
+
+def _closest(name: str, known: set[str]) -> str | None:
+    matches = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    return matches[0] if matches else None

@@ -50,8 +50,7 @@ def test_missing_setting_exits_2_naming_it(db_server: ServerAddress, db_name: st
     result = run_service(env)
     assert result.code == 2
     assert result.stderr.strip().splitlines() == [
-        "cm-api: invalid configuration: DB_HOST: is required "
-        "(MySQL/MariaDB host name or address (required))"
+        "cm-api: invalid configuration: DB_HOST: is required (MySQL/MariaDB host name or address)"
     ]
 
 

@@ -3,15 +3,25 @@ example file and README table kept in step with the code."""
 
 from __future__ import annotations
 
-import itertools
-import re
+import dataclasses
+import typing
 from pathlib import Path
 
 import pytest
 
-from service.settings import VARIABLES, Secret, SettingsError, load_settings
+from service.settings import (
+    VARIABLES,
+    Declaration,
+    Secret,
+    Settings,
+    SettingsError,
+    declarations,
+    load_settings,
+    unknown_variables,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
+from . import settings_docs
+
 REQUIRED = {"DB_HOST": "db.example", "DB_USER": "dash", "DB_NAME": "ops"}
 
 
@@ -168,33 +178,107 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         assert load_settings({**REQUIRED, name: value}) != base, name
 
 
-# -- the documentation of the settings -------------------------------------------------------
+# -- the declarations and what derives from them ---------------------------------------------
 
 
-def test_env_example_matches_settings() -> None:
-    lines = (ROOT / "config" / "cm-api.env.example").read_text(encoding="utf-8").splitlines()
-    documented: dict[str, tuple[str, str]] = {}
-    for previous, line in itertools.pairwise(lines):
-        match = re.fullmatch(r"#?([A-Z][A-Z0-9_]*)=(.*)", line)
-        if match:
-            name, value = match.groups()
-            assert name not in documented, f"{name} listed twice"
-            documented[name] = (value, previous.removeprefix("# "))
-    assert set(documented) == {v.name for v in VARIABLES}
+def test_every_field_is_declared_and_parses_to_its_type() -> None:
+    s = load_settings(REQUIRED)
+    types = typing.get_type_hints(Settings)
+    fields = {f.name for f in dataclasses.fields(Settings)}
+    assert {d.field for d in declarations()} == fields
+    for name in fields:
+        expected = typing.get_origin(types[name]) or types[name]
+        assert isinstance(getattr(s, name), expected), name
+
+
+@pytest.mark.parametrize(
+    "declaration",
+    [d for d in declarations() if d.spec.low is not None],
+    ids=lambda d: d.variable.name,
+)
+def test_the_bounds_shown_are_the_bounds_enforced(declaration: Declaration) -> None:
+    spec = declaration.spec
+    name, low, high = spec.variable.name, spec.low, spec.high
+    assert low is not None
+    assert high is not None
+    assert spec.variable.values == f"{low}-{high}"
+    # The largest pool, so that DB_POOL_MIN_SIZE's own bounds are the ones tried.
+    env = {**REQUIRED, "DB_POOL_SIZE": "1000"}
+    for inside in (low, high):
+        load_settings({**env, name: str(inside)})
+    for outside in (low - 1, high + 1):
+        with pytest.raises(SettingsError) as err:
+            load_settings({**env, name: str(outside)})
+        assert err.value.variable == name
+        assert f"from {low} to {high}" in str(err.value)
+
+
+def test_variable_names_are_unique_and_every_default_is_valid() -> None:
+    names = [v.name for v in VARIABLES]
+    assert len(names) == len(set(names))
     for var in VARIABLES:
-        value, meaning = documented[var.name]
-        assert value == (var.default or ""), var.name
-        assert meaning == var.meaning, var.name
+        if var.default:  # each default, given explicitly, is accepted as it is
+            load_settings({**REQUIRED, var.name: var.default})
 
 
-def test_readme_configuration_table_matches_settings() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    rows = dict(re.findall(r"^\| `([A-Z][A-Z0-9_]*)` \| ([^|]*) \|", readme, re.MULTILINE))
-    assert set(rows) >= {v.name for v in VARIABLES}
-    for var in VARIABLES:
-        shown = rows[var.name].strip().strip("`")
-        expected = "required" if var.default is None else (var.default or "(empty)")
-        assert shown == expected, var.name
+def test_env_example_is_generated_from_the_declarations() -> None:
+    shown = settings_docs.ENV_EXAMPLE.read_text(encoding="utf-8")
+    assert shown == settings_docs.env_example(), "run `make settings-docs`"
+
+
+def test_readme_configuration_table_is_generated_from_the_declarations() -> None:
+    readme = settings_docs.README.read_text(encoding="utf-8")
+    assert readme == settings_docs.readme_with_table(readme), "run `make settings-docs`"
+
+
+def test_the_generated_table_shows_bounds_defaults_and_secrets() -> None:
+    table = settings_docs.readme_table()
+    assert "| `DB_PORT` | `3306` | 1-65535 | MySQL/MariaDB TCP port |" in table
+    assert "| `DB_HOST` | required |" in table
+    assert "| `DB_PASSWORD` | (empty) | text (secret) |" in table
+    assert len(table.splitlines()) == len(VARIABLES) + 4  # markers, header and rule
+
+
+# -- LOG_LEVEL and unknown variables ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "level"),
+    [
+        ("debug", "debug"),
+        ("INFO", "info"),
+        ("Warning", "warning"),
+        ("WARN", "warning"),
+        ("warn", "warning"),
+        ("ERROR", "error"),
+        ("CRITICAL", "error"),
+        ("fatal", "error"),
+        (" Info ", "info"),
+    ],
+)
+def test_log_level_aliases_in_any_case_become_the_canonical_name(given: str, level: str) -> None:
+    assert load_settings({**REQUIRED, "LOG_LEVEL": given}).log_level == level
+
+
+def test_unknown_variables_are_named_with_the_closest_setting() -> None:
+    env = {
+        **REQUIRED,
+        "DB_POOLSIZE": "50",
+        "CACHE_TTL": "9",
+        "CORS_ORIGINS": "*",
+        "SHUTDOWN_DELAY": "1",
+        "HTTP_PROXY": "http://proxy:3128",  # curl's and pip's, not a typo of ours
+        "DB_ZZZZZZZZZZZZZZZZZZ": "x",
+        "PATH": "/bin",
+    }
+    assert unknown_variables(env) == [
+        ("CACHE_TTL", "CACHE_TTL_SECONDS"),
+        ("CORS_ORIGINS", "CORS_ALLOWED_ORIGINS"),
+        ("DB_POOLSIZE", "DB_POOL_SIZE"),
+        ("DB_ZZZZZZZZZZZZZZZZZZ", None),
+        ("SHUTDOWN_DELAY", "SHUTDOWN_DELAY_SECONDS"),
+    ]
+    load_settings(env)  # a warning, never an error
 
 
 # -- bearer tokens and CORS -------------------------------------------------------------------
