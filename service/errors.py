@@ -1,10 +1,12 @@
 """Domain exceptions. They carry a stable machine code and a message that is safe to show a
-client: never SQL text, credentials or a stack trace. The HTTP layer maps them to statuses."""
+client: never SQL text, credentials or a stack trace. Each class names the HTTP status it is
+answered with: routing.py answers with it, openapi.py documents it."""
 
 from __future__ import annotations
 
 
 class ServiceError(Exception):
+    status = 500
     code = "internal_error"
 
     def __init__(self, message: str, *, detail: str | None = None) -> None:
@@ -16,23 +18,34 @@ class ServiceError(Exception):
 
 
 class BadRequest(ServiceError):
+    status = 400
     code = "bad_request"
 
 
 class NotFound(ServiceError):
+    status = 404
     code = "not_found"
+
+
+class MethodNotAllowed(ServiceError):
+    """A method other than routing.ALLOWED on a path that serves those."""
+
+    status = 405
+    code = "method_not_allowed"
 
 
 class DatabaseUnavailable(ServiceError):
     """The database cannot answer now (down, unreachable, pool exhausted, query timed out).
     Worth retrying later; never to be mistaken for an empty result."""
 
+    status = 503
     code = "database_unavailable"
 
 
 class DatabaseQueryError(ServiceError):
     """The database answered with an error a retry will not fix (e.g. the schema changed)."""
 
+    status = 500
     code = "database_error"
 
 
@@ -44,6 +57,7 @@ class Unauthorized(ServiceError):
     """The request lacks a valid bearer token. `error` is RFC 6750's error code for the
     WWW-Authenticate challenge (None when no credentials were sent at all)."""
 
+    status = 401
     code = "unauthorized"
 
     def __init__(self, message: str, *, realm: str, error: str | None = None) -> None:
