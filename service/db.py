@@ -12,7 +12,6 @@ import errno
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 import aiomysql
@@ -22,6 +21,7 @@ import structlog
 from .dbhealth import DatabaseHealth
 from .errors import DatabaseQueryError, DatabaseUnavailable, StartupError
 from .pool import AcquireTimeout, ConnectionPool, PoolClosed, PoolStats, looks_dead
+from .schema import ColumnInfo, TableInfo
 from .settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -38,34 +38,11 @@ _SERVER_GONE_ERRORS: Final = frozenset({1040, 1053, 1077, 1152, 1153, 1156, 1927
 # The server stopped the statement itself: interrupted (1317), MariaDB max_statement_time
 # (1969), MySQL max_execution_time (3024). A time-out like ours, so also worth a retry.
 _SERVER_TIMEOUT_ERRORS: Final = frozenset({1317, 1969, 3024})
-# Rows are decoded in pure Python (~10 us each). A result is read in chunks, yielding to the event
-# loop between them: small chunks when other requests should not wait behind the decoding (a
-# background refresh: bench/ polling p99 went from 13-29 ms to 6.4 ms with 64 rows), large ones
-# when requests are waiting for this very result (a cold miss finishes sooner).
+# A result is read in chunks, yielding to the event loop between them: small ones when other
+# requests should not wait behind the row decoding (a background refresh), large ones when
+# requests wait for this very result (a cold miss finishes sooner).
 FETCH_CHUNK_ROWS: Final = 64
 FETCH_CHUNK_ROWS_URGENT: Final = 256
-
-
-@dataclass(frozen=True)
-class ColumnInfo:
-    name: str
-    data_type: str  # information_schema DATA_TYPE, lower case: int, varchar, decimal, ...
-    # Full type as declared: "int(10) unsigned", "decimal(18,4)", "enum('Active','Closed')";
-    # not lower-cased, so ENUM and SET members keep the spelling the rows come back with.
-    column_type: str
-    max_length: int | None  # characters, for character types
-    nullable: bool = True  # information_schema IS_NULLABLE; unknown means it may be null
-
-
-@dataclass(frozen=True)
-class TableInfo:
-    name: str
-    columns: tuple[ColumnInfo, ...]
-    primary_key: tuple[str, ...]
-
-
-def quote_identifier(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"
 
 
 class QueryObserver(Protocol):

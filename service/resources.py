@@ -12,11 +12,10 @@ from functools import cached_property
 from typing import Any, Final
 from urllib.parse import urlencode
 
-from .db import ColumnInfo, TableInfo, quote_identifier
 from .errors import BadRequest, StartupError
+from .schema import INTEGER_TYPES, ColumnInfo, TableInfo, quote_identifier
 
 SECRET_NAME: Final = re.compile(r"password|passwd|secret|token|salt|hash|api_?key", re.IGNORECASE)
-INTEGER_TYPES: Final = frozenset({"tinyint", "smallint", "mediumint", "int", "integer", "bigint"})
 _INTEGER_TEXT: Final = re.compile(r"-?[0-9]{1,20}")
 # The keys a URL may name (any MySQL integer type; at most this many characters of text): the
 # parsing below and the OpenAPI document (openapi.py) both take them from here.

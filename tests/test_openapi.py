@@ -16,10 +16,16 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from service.app import create_app
-from service.db import ColumnInfo
-from service.errors import DatabaseQueryError, DatabaseUnavailable
+from service.errors import (
+    BadRequest,
+    DatabaseQueryError,
+    DatabaseUnavailable,
+    NotFound,
+    Unauthorized,
+)
 from service.keys import CATALOG, DATABASE, READINESS
 from service.openapi import column_schema, openapi_document
+from service.schema import ColumnInfo
 from service.settings import Settings
 
 from .conftest import SQL
@@ -332,3 +338,13 @@ async def test_bearer_adds_the_security_scheme_the_401_and_nothing_for_probes(
                 assert "401" in operation["responses"], path
     assert document["paths"]["/acc/"]["get"]["security"] == [{"api_token": []}]
     assert document["paths"]["/metrics"]["get"]["security"] == [{"metrics_token": []}]
+
+
+async def test_errors_are_documented_with_the_status_and_code_they_are_answered_with(
+    client: Client, settings: Settings
+) -> None:
+    contract = Contract(openapi_document(settings, client.app[CATALOG], bearer=True))
+    for error in (BadRequest, Unauthorized, NotFound, DatabaseQueryError, DatabaseUnavailable):
+        _, response = contract.follow(f"/paths/{_escape('/acc/{id}')}/get/responses/{error.status}")
+        error_schema = response["content"]["application/json"]["schema"]["properties"]["error"]
+        assert error.code in error_schema["properties"]["code"]["enum"], error

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from service.db import ColumnInfo, TableInfo
 from service.errors import BadRequest, StartupError
 from service.resources import Page, Resource, build_catalog
+from service.schema import ColumnInfo, TableInfo
 
 WHERE = "MySQL at h:1, database 'd', user 'u'"
 
