@@ -129,6 +129,7 @@ def test_serves_and_stops_on_sigterm(
     env = {
         **listening_env(db_server, db_name, password_user, port),
         "SHUTDOWN_DELAY_SECONDS": "0",  # the drain has its own tests (test_shutdown.py)
+        "DB_PASSWROD": "typo-S3cret-value",  # a typo: warned about, its value never shown
     }
     process = spawn_service(env)
     try:
@@ -142,7 +143,12 @@ def test_serves_and_stops_on_sigterm(
         process.kill() if process.poll() is None else None
     assert process.returncode == 0, stderr
     assert password not in stdout + stderr
+    assert "typo-S3cret-value" not in stdout + stderr
     events = [json.loads(line) for line in stdout.splitlines()]  # every stdout line is JSON
+    typos = [e for e in events if e["event"] == "unknown_setting"]
+    assert [(e["level"], e["variable"], e["did_you_mean"]) for e in typos] == [
+        ("warning", "DB_PASSWROD", "DB_PASSWORD")
+    ]
     hidden = [e for e in events if e["event"] == "columns_hidden"]
     assert [(e["table"], e["columns"]) for e in hidden] == [("user", ["password_hash"])]
     started = next(e for e in events if e["event"] == "starting")
