@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
-# cm-api container image.
-#   docker build -t cm-api:0.1.0 .
-#   docker run --rm -p 8080:8080 -e DB_HOST=... -e DB_USER=... -e DB_PASSWORD=... -e DB_NAME=... cm-api:0.1.0
+# cm-api container image. `make image` builds it, labelled and tagged with pyproject.toml's version:
+#   docker build --build-arg VERSION="$(make -s version)" -t cm-api:"$(make -s version)" .
+#   docker run --rm -p 8080:8080 -e DB_HOST=... -e DB_USER=... -e DB_PASSWORD=... -e DB_NAME=... cm-api:<version>
 # Kubernetes manifests: deploy/k8s/ (they mount the password as a file: DB_PASSWORD_FILE).
 #
 # Two stages: the builder turns pyproject.toml into wheels (the project's and every dependency's);
@@ -10,6 +10,10 @@
 
 # The base is pinned by tag (Python minor version and Debian release); bump both FROM lines together.
 FROM python:3.11-slim-bookworm AS builder
+
+# The image's version label; `make image` passes pyproject.toml's. Required, and the build below
+# fails unless the wheel it makes carries that very version, so the label cannot drift from it.
+ARG VERSION
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -25,11 +29,13 @@ COPY service/ service/
 # for CPython 3.11 on amd64 and arm64, so this needs no apt-get'ed compiler; `pip wheel` only
 # downloads those and builds the project's own pure-Python wheel with setuptools.
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN test -f "/wheels/cm_api-${VERSION:?pass --build-arg VERSION, as make image does}-py3-none-any.whl" \
+    || { echo "VERSION=${VERSION} is not pyproject.toml's version; build with make image" >&2; exit 1; }
 
 
 FROM python:3.11-slim-bookworm
 
-ARG VERSION=0.1.0
+ARG VERSION
 LABEL org.opencontainers.image.title="cm-api" \
       org.opencontainers.image.description="Operations dashboard JSON API served from MySQL/MariaDB" \
       org.opencontainers.image.version="${VERSION}"
