@@ -99,7 +99,7 @@ def _default(var: Variable) -> str:
 
 
 def _accepts(var: Variable) -> str:
-    return f"{var.values}, secret" if var.secret else var.values
+    return f"{var.accepts}, secret" if var.secret else var.accepts
 
 
 def unknown_variable_warnings(env: Mapping[str, str]) -> list[str]:

@@ -72,7 +72,7 @@ class Variable:
     name: str
     default: str | None  # as written in the environment; None: required
     meaning: str
-    values: str = ""  # what it accepts, e.g. "1-65535" or "true or false"
+    accepts: str = ""  # what it accepts, e.g. "1-65535" or "true or false"
     secret: bool = False  # its value, or the file it names, is a secret: never shown
 
 
@@ -302,7 +302,7 @@ def setting(
     high: float | None = None,
     choices: Sequence[str] = (),
     aliases: Mapping[str, str] | None = None,
-    values: str = "",
+    accepts: str = "",
     secret: bool = False,
     parse: Parse | None = None,
     companions: Sequence[Variable] = (),
@@ -311,9 +311,10 @@ def setting(
     environment (None: required) and `meaning`. Fields of type int, float, bool and str are
     parsed by their type (numbers within `low` and `high`, text within `choices`, which
     `aliases` may also name); other types need `parse`, which reads `companions` too."""
-    shown = values or _values_shown(low, high, choices, aliases or {})
     spec = Spec(
-        variable=Variable(name=name, default=default, meaning=meaning, values=shown, secret=secret),
+        variable=Variable(
+            name=name, default=default, meaning=meaning, accepts=accepts, secret=secret
+        ),
         low=low,
         high=high,
         choices=tuple(choices),
@@ -324,14 +325,6 @@ def setting(
     return dataclasses.field(metadata={_DECLARATION: spec})
 
 
-def _values_shown(
-    low: float | None, high: float | None, choices: Sequence[str], aliases: Mapping[str, str]
-) -> str:
-    if low is not None or high is not None:
-        return f"{'' if low is None else low}-{'' if high is None else high}"
-    return ", ".join(_with_aliases(choice, aliases) for choice in choices)
-
-
 def _with_aliases(choice: str, aliases: Mapping[str, str]) -> str:
     others = [alias for alias, canonical in aliases.items() if canonical == choice]
     return f"{choice} (or {', '.join(others)})" if others else choice
@@ -340,7 +333,7 @@ def _with_aliases(choice: str, aliases: Mapping[str, str]) -> str:
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     db_host: str = setting(
-        "DB_HOST", None, "MySQL/MariaDB host name or address", parse=_host, values="host"
+        "DB_HOST", None, "MySQL/MariaDB host name or address", parse=_host, accepts="host"
     )
     db_port: int = setting("DB_PORT", "3306", "MySQL/MariaDB TCP port", low=1, high=65535)
     db_user: str = setting("DB_USER", None, "database user")
@@ -349,7 +342,7 @@ class Settings:
         "DB_PASSWORD",
         "",
         "database password; empty means no password",
-        values="text",
+        accepts="text",
         secret=True,
         parse=_password,
         companions=[
@@ -358,7 +351,7 @@ class Settings:
                 default="",
                 meaning="file holding the password (a mounted secret); excludes DB_PASSWORD; "
                 "one trailing newline is ignored",
-                values="path",
+                accepts="path",
                 secret=True,
             )
         ],
@@ -427,7 +420,7 @@ class Settings:
         high=3600,
     )
     http_host: str = setting(
-        "HTTP_HOST", "0.0.0.0", "address the HTTP server listens on", values="host"
+        "HTTP_HOST", "0.0.0.0", "address the HTTP server listens on", accepts="host"
     )
     http_port: int = setting("HTTP_PORT", "8080", "HTTP port", low=1, high=65535)
     max_page_size: int = setting(
@@ -437,7 +430,7 @@ class Settings:
         "RESOURCES",
         "acc,user",
         "comma-separated tables served as /<table>/ (each needs a one-column primary key)",
-        values="table names",
+        accepts="table names",
         parse=_table_names,
     )
     expose_secret_columns: frozenset[tuple[str, str]] = setting(
@@ -445,7 +438,7 @@ class Settings:
         "",
         "comma-separated table.column names served although they look secret "
         "(password, passwd, secret, token, salt, hash, api_key)",
-        values="table.column list",
+        accepts="table.column list",
         parse=_table_columns,
     )
     cache_ttl_seconds: float = setting(
@@ -485,7 +478,7 @@ class Settings:
         "file of bearer tokens (one per line, at least 16 characters, # comments) that the data "
         "routes and /openapi.json require; empty: those routes are open (a warning at start-up "
         "when HTTP_HOST is not a loopback address); read at start-up",
-        values="path",
+        accepts="path",
         secret=True,
         parse=_tokens,
     )
@@ -493,7 +486,7 @@ class Settings:
         "METRICS_TOKENS_FILE",
         "",
         "file of bearer tokens for /metrics, same format; empty: /metrics is open",
-        values="path",
+        accepts="path",
         secret=True,
         parse=_tokens,
     )
@@ -502,7 +495,7 @@ class Settings:
         "",
         "comma-separated origins (https://dash.example.com) whose pages may read the data "
         "routes, or * for any; empty: no CORS headers, preflights get 405",
-        values="origins, or *",
+        accepts="origins, or *",
         parse=_origins,
     )
     cors_allow_credentials: bool = setting(
@@ -567,10 +560,18 @@ def declarations() -> tuple[Declaration, ...]:
 
 
 def _declaration(field: str, kind: object, spec: Spec) -> Declaration:
-    if not spec.variable.values:
-        shown = "true or false" if kind is bool else "text"
-        spec = dataclasses.replace(spec, variable=dataclasses.replace(spec.variable, values=shown))
+    accepts = spec.variable.accepts or _accepts(kind, spec)
+    spec = dataclasses.replace(spec, variable=dataclasses.replace(spec.variable, accepts=accepts))
     return Declaration(field=field, spec=spec, parse=_parser(kind, spec))
+
+
+def _accepts(kind: object, spec: Spec) -> str:
+    """What the variable accepts, as its bounds, choices or type say."""
+    if spec.low is not None or spec.high is not None:
+        return f"{'' if spec.low is None else spec.low}-{'' if spec.high is None else spec.high}"
+    if spec.choices:
+        return ", ".join(_with_aliases(choice, spec.aliases) for choice in spec.choices)
+    return "true or false" if kind is bool else "text"
 
 
 def _parser(kind: object, spec: Spec) -> Parse:

@@ -31,8 +31,8 @@ ENV_HEADER: Final = """\
 """
 
 
-def values(var: Variable) -> str:
-    return f"{var.values} (secret)" if var.secret else var.values
+def accepts(var: Variable) -> str:
+    return f"{var.accepts} (secret)" if var.secret else var.accepts
 
 
 def _cell(text: str) -> str:
@@ -47,7 +47,7 @@ def readme_table() -> str:
             default = "required"
         else:
             default = f"`{var.default}`" if var.default else "(empty)"
-        rows.append(f"| `{var.name}` | {default} | {_cell(values(var))} | {_cell(var.meaning)} |")
+        rows.append(f"| `{var.name}` | {default} | {_cell(accepts(var))} | {_cell(var.meaning)} |")
     rows.append(END)
     return "\n".join(rows)
 
@@ -55,7 +55,7 @@ def readme_table() -> str:
 def env_example() -> str:
     entries = []
     for var in VARIABLES:
-        comment = f"{var.meaning}. Accepts: {values(var)}."
+        comment = f"{var.meaning}. Accepts: {accepts(var)}."
         if var.default is None:
             comment += " Required."
         lines = textwrap.wrap(comment, WIDTH - 2)

@@ -201,7 +201,7 @@ def test_the_bounds_shown_are_the_bounds_enforced(declaration: Declaration) -> N
     name, low, high = spec.variable.name, spec.low, spec.high
     assert low is not None
     assert high is not None
-    assert spec.variable.values == f"{low}-{high}"
+    assert spec.variable.accepts == f"{low}-{high}"
     # The largest pool, so that DB_POOL_MIN_SIZE's own bounds are the ones tried.
     env = {**REQUIRED, "DB_POOL_SIZE": "1000"}
     for inside in (low, high):
