@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             metrics.add_route(PREFIX + path)
         return app
 
-    return serve(build=build)
+    return serve(build=build, argv=())  # the options above are not cm-api's
 
 
 if __name__ == "__main__":

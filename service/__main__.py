@@ -43,14 +43,10 @@ def main(
     build: Callable[[Settings], web.Application] = create_app,
     argv: Sequence[str] | None = None,
 ) -> int:
-    """Run the command `argv` names (service/cli.py; none: serve) with the settings of `env`
-    (default: the process's environment); return the process exit code. `build` makes the app
-    from the settings (bench/ adds routes to it). `argv` defaults to the process's command line
-    when main is called bare, as the console script does; a caller that passes `env` or
-    `build` owns that command line (bench/bare_route.py has its own options)."""
-    if argv is None:
-        argv = sys.argv[1:] if env is None and build is create_app else ()
-    command = parse_command(argv)
+    """Run the command `argv` names (service/cli.py; default: the process's arguments; none:
+    serve) with the settings of `env` (default: the process's environment); return the exit
+    code. `build` makes the app from the settings (bench/ adds routes to it)."""
+    command = parse_command(sys.argv[1:] if argv is None else argv)
     if isinstance(command, int):
         return command
     environ = os.environ if env is None else env

@@ -88,16 +88,6 @@ def test_called_bare_main_reads_the_process_command_line(
     assert capsys.readouterr().out == f"cm-api {__version__}\n"
 
 
-def test_a_caller_with_its_own_builder_owns_the_command_line(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """bench/bare_route.py takes options of its own, then calls main(build=...): those are
-    not cm-api's (the invalid setting stops it before anything is configured or served)."""
-    monkeypatch.setattr(sys, "argv", ["bare_route", "--route", "/x=file"])
-    assert main({**VALID, "DB_PORT": "none"}, build=never_build) == 2
-    assert capsys.readouterr().err.startswith("cm-api: invalid configuration: DB_PORT")
-
-
 def test_check_config_valid_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(VALID, build=never_build, argv=["check-config"]) == 0
     captured = capsys.readouterr()
