@@ -34,6 +34,13 @@ class MethodNotAllowed(ServiceError):
     code = "method_not_allowed"
 
 
+class CorsRejected(ServiceError):
+    """A CORS preflight whose origin, method or headers the policy does not allow."""
+
+    status = 403
+    code = "cors_rejected"
+
+
 class DatabaseUnavailable(ServiceError):
     """The database cannot answer now (down, unreachable, pool exhausted, query timed out).
     Worth retrying later; never to be mistaken for an empty result."""

@@ -27,6 +27,10 @@ DEGRADED: Final = "degraded"  # something is wrong that taking the replica out w
 FAILED: Final = "failed"  # the replica must not get traffic
 STATUSES: Final = (OK, DEGRADED, FAILED)
 CHECKS: Final = ("schema", "database", "pool", "shutdown")  # in the order reported
+# The "status" of /livez and /readyz answers; NOT_READY is also the 503's error code.
+ALIVE: Final = "alive"
+READY: Final = "ready"
+NOT_READY: Final = "not_ready"
 
 
 @dataclass(frozen=True)
@@ -99,19 +103,16 @@ class Readiness:
 
 
 async def livez(request: web.Request) -> web.Response:
-    return json_response(200, {"status": "alive"})
+    return json_response(200, {"status": ALIVE})
 
 
 async def readyz(request: web.Request) -> web.Response:
     report = request.app[READINESS].report()
     body: dict[str, object]
     if report.ready:
-        body = {"status": "ready"}
+        body = {"status": READY}
     else:
-        body = {
-            "status": "not_ready",
-            "error": {"code": "not_ready", "message": report.reason},
-        }
+        body = {"status": NOT_READY, "error": {"code": NOT_READY, "message": report.reason}}
     if "verbose" in request.query:
         body["checks"] = [
             {"name": c.name, "status": c.status, "message": c.message} for c in report.checks

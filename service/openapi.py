@@ -19,13 +19,13 @@ from aiohttp import web
 from . import __version__, errors
 from .cache import Outcome, entity_tag
 from .encoding import encode
-from .health import CHECKS, STATUSES
+from .health import ALIVE, CHECKS, NOT_READY, READY, STATUSES
 from .keys import CATALOG, OPENAPI, SETTINGS
 from .request_id import HEADER as REQUEST_ID
 from .request_id import PATTERN as REQUEST_ID_PATTERN
 from .resources import INTEGER_KEY_MAX, INTEGER_KEY_MIN, MAX_TEXT_KEY, Catalog, Resource
-from .responses import CACHE_NAME, JSON, not_modified
-from .routing import ALLOWED
+from .responses import CACHE_NAME, JSON, REVALIDATE, not_modified
+from .routing import ALLOWED, NO_STORE
 from .schema import INTEGER_TYPES, ColumnInfo
 from .settings import Settings
 
@@ -91,7 +91,7 @@ async def openapi_ctx(app: web.Application) -> AsyncIterator[None]:
 async def openapi_json(request: web.Request) -> web.Response:
     """GET /openapi.json: the document, revalidated by its ETag like the data routes."""
     served = request.app[OPENAPI]
-    headers = {"ETag": f'"{served.tag}"', "Cache-Control": "no-cache"}
+    headers = {"ETag": f'"{served.tag}"', "Cache-Control": REVALIDATE}
     if not_modified(request.if_none_match, served.tag):
         return web.Response(status=304, headers=headers)
     return web.Response(body=served.body, content_type=JSON, headers=headers)
@@ -315,11 +315,11 @@ def _fixed_schemas() -> Json:
         }
     )
     checks = {"checks": {"type": "array", "items": check, "description": "With ?verbose."}}
-    not_ready = _error_envelope({"const": "not_ready"})["properties"]
+    not_ready = _error_envelope({"const": NOT_READY})["properties"]
     return {
-        "Livez": _object({"status": {"const": "alive"}}),
-        "Ready": _object({"status": {"const": "ready"}}, optional=checks),
-        "NotReady": _object({"status": {"const": "not_ready"}, **not_ready}, optional=checks),
+        "Livez": _object({"status": {"const": ALIVE}}),
+        "Ready": _object({"status": {"const": READY}}, optional=checks),
+        "NotReady": _object({"status": {"const": NOT_READY}, **not_ready}, optional=checks),
     }
 
 
@@ -334,8 +334,8 @@ def _header_components() -> Json:
     return {
         REQUEST_ID: header(pattern(f"^{REQUEST_ID_PATTERN}$"), "The incoming one, or a new one."),
         "ETag": header(pattern('^"[A-Za-z0-9_-]+"$'), "Strong validator."),
-        "Cache-Control.revalidate": header({"const": "no-cache"}, "Revalidate before each use."),
-        "Cache-Control.no-store": header({"const": "no-store"}, "An answer about this instant."),
+        "Cache-Control.revalidate": header({"const": REVALIDATE}, "Revalidate before each use."),
+        "Cache-Control.no-store": header({"const": NO_STORE}, "An answer about this instant."),
         "Vary": header({"type": "string"}, "The answer differs by content coding."),
         "Age": header(_integer(0), "Whole seconds since the answer was loaded."),
         "X-Cache": header({"enum": [o.value for o in Outcome]}, "How the cache answered."),

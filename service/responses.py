@@ -16,6 +16,7 @@ from .cache import Lookup, Outcome
 
 JSON: Final = "application/json"
 CACHE_NAME: Final = "cm-api"  # the cache's name in Cache-Status
+REVALIDATE: Final = "no-cache"  # Cache-Control of cached answers: kept, revalidated by ETag
 GZIP_SUFFIX: Final = "-gzip"  # a strong ETag differs per content coding (RFC 9110 8.8.3)
 # RFC 9110 12.4.2. float() would also read "inf", "1e999", "0_1" or non-ASCII digits as weights.
 _QVALUE: Final = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
@@ -86,7 +87,7 @@ def _headers(lookup: Lookup, gzip: bool) -> CIMultiDict[str]:
     return CIMultiDict(
         (
             ("ETag", f'"{entry.tag}{GZIP_SUFFIX}"' if gzip else f'"{entry.tag}"'),
-            ("Cache-Control", "no-cache"),
+            ("Cache-Control", REVALIDATE),
             ("Vary", "Accept-Encoding"),
             ("Age", str(int(lookup.age))),  # whole seconds; the clock is monotonic
             ("X-Cache", lookup.outcome.value),

@@ -24,7 +24,14 @@ from .access import REQUEST_ID, STARTED
 from .auth import BearerTokens, require_token
 from .cors import CorsPolicy, PreflightRejected
 from .encoding import encode
-from .errors import MethodNotAllowed, ServiceError, Unauthorized
+from .errors import (
+    CorsRejected,
+    DatabaseUnavailable,
+    MethodNotAllowed,
+    NotFound,
+    ServiceError,
+    Unauthorized,
+)
 from .request_id import CURRENT as CURRENT_REQUEST_ID
 from .request_id import HEADER as REQUEST_ID_HEADER
 from .request_id import RequestIds
@@ -33,6 +40,8 @@ log = structlog.get_logger(__name__)
 
 # Long enough not to hammer a database that is restarting, short enough for a dashboard.
 RETRY_AFTER_SECONDS: Final = 2
+# Cache-Control of answers about this instant (errors, probes): no cache may keep them.
+NO_STORE: Final = "no-store"
 # The methods every route serves (a 405's Allow header; the methods openapi.py documents).
 ALLOWED: Final = "GET,HEAD"
 
@@ -64,7 +73,7 @@ def json_response(status: int, body: object, headers: dict[str, str] | None = No
     response = web.Response(
         status=status, body=encode(body), content_type="application/json", headers=headers
     )
-    response.headers["Cache-Control"] = "no-store"
+    response.headers["Cache-Control"] = NO_STORE
     return response
 
 
@@ -90,17 +99,13 @@ def wrap(handler: Handler, routing: Routing) -> Handler:
         try:
             response = await handler(request)
         except ServiceError as exc:
-            status = exc.status
-            headers = None
-            if status == 503:
-                headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
-            elif isinstance(exc, Unauthorized):
-                headers = {"WWW-Authenticate": exc.challenge}
-            response = error_response(status, exc.code, exc.message, headers)
+            response = error_response(exc.status, exc.code, exc.message, _headers_of(exc))
         except Exception:
             # Logged with its traceback for the operator; the client learns nothing internal.
             log.exception("unhandled_error", path=request.path, method=request.method)
-            response = error_response(500, "internal_error", "internal server error")
+            response = error_response(
+                ServiceError.status, ServiceError.code, "internal server error"
+            )
         finally:
             counts.in_flight -= 1
             CURRENT_REQUEST_ID.reset(token)
@@ -112,10 +117,19 @@ def wrap(handler: Handler, routing: Routing) -> Handler:
     return wrapped
 
 
+def _headers_of(error: ServiceError) -> dict[str, str] | None:
+    """The headers an error's status calls for (RFC 9110, RFC 6750)."""
+    if isinstance(error, DatabaseUnavailable):
+        return {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    if isinstance(error, Unauthorized):
+        return {"WWW-Authenticate": error.challenge}
+    if isinstance(error, MethodNotAllowed):
+        return {"Allow": ALLOWED}
+    return None
+
+
 async def method_not_allowed(request: web.Request) -> web.Response:
-    message = f"method {request.method[:16]} is not allowed here; use GET or HEAD"
-    allow = {"Allow": ALLOWED}
-    return error_response(MethodNotAllowed.status, MethodNotAllowed.code, message, allow)
+    raise MethodNotAllowed(f"method {request.method[:16]} is not allowed here; use GET or HEAD")
 
 
 def preflight_handler(cors: CorsPolicy) -> Handler:
@@ -130,7 +144,7 @@ def preflight_handler(cors: CorsPolicy) -> Handler:
         try:
             return cors.preflight(request, origin, method)
         except PreflightRejected as exc:
-            return error_response(403, "cors_rejected", f"CORS preflight rejected: {exc}")
+            raise CorsRejected(f"CORS preflight rejected: {exc}") from None
 
     return preflight
 
@@ -159,6 +173,6 @@ def add_not_found(router: web.UrlDispatcher, resources: Iterable[str], routing: 
     message = "no such route; the resources are " + ", ".join(f"/{n}/" for n in resources)
 
     async def not_found(request: web.Request) -> web.Response:
-        return error_response(404, "not_found", message)
+        raise NotFound(message)
 
     router.add_route("*", "/{tail:.*}", wrap(not_found, routing))
