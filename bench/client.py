@@ -57,13 +57,13 @@ def gc_paused() -> Iterator[None]:
         gc.enable()
 
 
-def session(limit: int) -> aiohttp.ClientSession:
-    """A session that hands bodies over as received (no decompression while timing) and opens
-    at most `limit` connections."""
+def session(limit: int, timeout: float = 60.0) -> aiohttp.ClientSession:
+    """A session that hands bodies over as received (no decompression while timing), opens at
+    most `limit` connections and gives up on a request after `timeout` seconds."""
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=limit, force_close=False),
         auto_decompress=False,
-        timeout=aiohttp.ClientTimeout(total=60),
+        timeout=aiohttp.ClientTimeout(total=timeout),
     )
 
 

@@ -7,8 +7,10 @@ Deterministic for a given seed and row counts, so two runs serve the same bytes.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import random
 import string
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final
@@ -102,38 +104,56 @@ def _acc(rng: random.Random, acc_id: int) -> tuple[object, ...]:
 
 
 def _users(rng: random.Random, count: int, accounts: int) -> list[tuple[object, ...]]:
-    rows: list[tuple[object, ...]] = []
-    for user_id in range(1, count + 1):
-        first, last = rng.choice(_FIRST), rng.choice(_LAST)
-        login = f"{_ascii(first)}.{_ascii(last)}.{user_id}"
-        full_name = None if rng.random() < 0.05 else f"{first} {last}"
-        email = None if rng.random() < 0.05 else f"{login}@{rng.choice(_DOMAINS)}"
-        salt_and_hash = "".join(rng.choice(_BCRYPT_ALPHABET) for _ in range(53))
-        password_hash = None if rng.random() < 0.02 else f"$2b$12${salt_and_hash}"
-        last_login = (
-            None
-            if rng.random() < 0.1
-            else (_EPOCH + dt.timedelta(seconds=rng.randint(0, 9 * 365 * 86400)))
-        )
-        birthday = (
-            None
-            if rng.random() < 0.3
-            else dt.date(1950, 1, 1) + dt.timedelta(days=rng.randint(0, 55 * 365))
-        )
-        rows.append(
-            (
-                user_id,
-                rng.randint(1, accounts),
-                login,
-                full_name,
-                email,
-                rng.choice(_ROLES),
-                password_hash,
-                last_login,
-                birthday,
-            )
-        )
-    return rows
+    return [_user(rng, user_id, accounts, _salt_one_by_one) for user_id in range(1, count + 1)]
+
+
+def user_stream(seed: int, accounts: int) -> Iterator[tuple[object, ...]]:
+    """Endless `user` rows with ids 1, 2, ...: the first N are the same whatever is read after
+    them, so a table can grow in place. Like `generate`'s rows, with a quicker draw of the hash
+    characters (generate's own draw stays, so the other scenarios keep serving the same bytes)."""
+    rng = random.Random(seed)
+    for user_id in itertools.count(1):
+        yield _user(rng, user_id, accounts, _salt_at_once)
+
+
+def _salt_one_by_one(rng: random.Random) -> str:
+    return "".join(rng.choice(_BCRYPT_ALPHABET) for _ in range(53))
+
+
+def _salt_at_once(rng: random.Random) -> str:
+    return "".join(rng.choices(_BCRYPT_ALPHABET, k=53))
+
+
+def _user(
+    rng: random.Random, user_id: int, accounts: int, salt: Callable[[random.Random], str]
+) -> tuple[object, ...]:
+    first, last = rng.choice(_FIRST), rng.choice(_LAST)
+    login = f"{_ascii(first)}.{_ascii(last)}.{user_id}"
+    full_name = None if rng.random() < 0.05 else f"{first} {last}"
+    email = None if rng.random() < 0.05 else f"{login}@{rng.choice(_DOMAINS)}"
+    salt_and_hash = salt(rng)
+    password_hash = None if rng.random() < 0.02 else f"$2b$12${salt_and_hash}"
+    last_login = (
+        None
+        if rng.random() < 0.1
+        else (_EPOCH + dt.timedelta(seconds=rng.randint(0, 9 * 365 * 86400)))
+    )
+    birthday = (
+        None
+        if rng.random() < 0.3
+        else dt.date(1950, 1, 1) + dt.timedelta(days=rng.randint(0, 55 * 365))
+    )
+    return (
+        user_id,
+        rng.randint(1, accounts),
+        login,
+        full_name,
+        email,
+        rng.choice(_ROLES),
+        password_hash,
+        last_login,
+        birthday,
+    )
 
 
 def _ascii(name: str) -> str:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import secrets
 import statistics
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Final
 
@@ -16,6 +18,8 @@ from devtools.mariadb import ServerAddress, connect, create_database, drop_datab
 from . import data
 
 SCHEMA: Final = Path(__file__).resolve().parent.parent / "config" / "schema.sql"
+# Rows per LOAD DATA file: a few MB each, so a million rows never sit in memory at once.
+LOAD_CHUNK: Final = 50_000
 
 
 def server_address() -> ServerAddress:
@@ -107,3 +111,69 @@ class BenchDatabase:
         finally:
             conn.close()
         return statistics.median(times)
+
+
+class GrowingDatabase(BenchDatabase):
+    """`cmapi_bench_scale_<random hex>`: like BenchDatabase, but `create` leaves `user` empty and
+    `grow` appends `data.user_stream`'s rows to it, so each size holds the smaller sizes' rows
+    and a million rows are generated once, not once per size."""
+
+    def __init__(self, addr: ServerAddress, acc_rows: int, seed: int, workdir: Path) -> None:
+        super().__init__(addr, acc_rows, 0)
+        self.name = f"cmapi_bench_scale_{secrets.token_hex(4)}"
+        self._stream = data.user_stream(seed, acc_rows)
+        self._file = workdir / f"{self.name}-user.tsv"
+
+    def grow(self, user_rows: int) -> None:
+        """Append generated rows until `user` holds `user_rows`."""
+        conn = _loading_connection(self.addr, self.name)
+        try:
+            while self.user_rows < user_rows:
+                count = min(LOAD_CHUNK, user_rows - self.user_rows)
+                self._load(conn, itertools.islice(self._stream, count), count)
+                self.user_rows += count
+        finally:
+            conn.close()
+            self._file.unlink(missing_ok=True)
+
+    def _load(
+        self, conn: pymysql.Connection[Any], rows: Iterable[tuple[object, ...]], count: int
+    ) -> None:
+        # LOAD DATA takes generated rows quicker than INSERTs that PyMySQL escapes value by value.
+        with self._file.open("w", encoding="utf-8", newline="\n") as out:
+            out.writelines("\t".join(map(_tsv_field, row)) + "\n" for row in rows)
+        cols = ", ".join(f"`{c}`" for c in data.USER_COLUMNS)
+        with conn.cursor() as cur:
+            loaded = cur.execute(
+                f"LOAD DATA LOCAL INFILE %s INTO TABLE `user` CHARACTER SET utf8mb4 ({cols})",
+                (str(self._file),),
+            )
+            cur.execute("SHOW WARNINGS LIMIT 3")
+            warnings = cur.fetchall()
+        if loaded != count or warnings:
+            raise RuntimeError(f"LOAD DATA took {loaded} of {count} rows; warnings: {warnings}")
+
+
+def _loading_connection(addr: ServerAddress, database: str) -> pymysql.Connection[Any]:
+    """open_connection's settings, allowed to send a local file to LOAD DATA LOCAL INFILE."""
+    return pymysql.connect(
+        host=addr.host,
+        port=addr.port,
+        user=addr.user,
+        password=addr.password,
+        database=database,
+        charset="utf8mb4",
+        connect_timeout=10.0,
+        read_timeout=3600.0,
+        write_timeout=3600.0,
+        autocommit=True,
+        local_infile=True,
+    )
+
+
+def _tsv_field(value: object) -> str:
+    """One field as LOAD DATA's default format reads it: \\N is NULL, backslash escapes."""
+    if value is None:
+        return "\\N"
+    text = str(value)
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")

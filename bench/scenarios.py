@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from . import cold_burst, hit, memory, no_cache, polling, scrape
+from . import cold_burst, hit, memory, no_cache, polling, scale, scrape
 from .context import Scenario
 
 SCENARIOS: Final[tuple[Scenario, ...]] = (
@@ -14,5 +14,6 @@ SCENARIOS: Final[tuple[Scenario, ...]] = (
     polling.SCENARIO,
     memory.SCENARIO,
     scrape.SCENARIO,
+    scale.SCENARIO,
 )
 NAMES: Final = tuple(s.name for s in SCENARIOS)
