@@ -16,7 +16,7 @@ from .cache import ReadThroughCache
 from .cors import CorsPolicy
 from .db import Database, QueryObserver
 from .dbhealth import keep_checked
-from .errors import DatabaseQueryError, DatabaseUnavailable, StartupError
+from .errors import DatabaseQueryError, DatabaseUnavailable, ResultTooLarge, StartupError
 from .handlers import ResourceHandlers
 from .health import Readiness, livez, readyz
 from .keys import CACHE, CATALOG, DATABASE, METRICS, READINESS, SETTINGS
@@ -92,6 +92,7 @@ async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
         max_bytes=settings.cache_max_bytes,
         # Only "cannot answer now" errors: a missing row is an answer, not an outage.
         failure_types=(DatabaseUnavailable, DatabaseQueryError),
+        refusal_types=(ResultTooLarge,),
         on_load=app[METRICS].cache_loaded,
     )
     app[CACHE] = cache

@@ -32,9 +32,8 @@ log = structlog.get_logger(__name__)
 
 # Smaller bodies gain too little from gzip to be worth a second copy.
 GZIP_MIN_BYTES: Final = 1024
-# Compressing more than this at once would stall the event loop for milliseconds; zlib releases
-# the GIL, so a worker thread does it while requests keep being served.
-GZIP_IN_THREAD_BYTES: Final = 256 * 1024
+# Hashing and compressing more than this at once would stall the event loop for milliseconds.
+IN_THREAD_BYTES: Final = 256 * 1024
 # Level 5 is the knee between size and compression time for our JSON (bench/README.md).
 GZIP_LEVEL: Final = 5
 # Bookkeeping per entry (key, Entry object, cachetools links), charged against the byte budget so
@@ -141,6 +140,8 @@ Loader = Callable[[bool], Awaitable[Document]]
 class _Failure:
     error: BaseException
     at: float
+    hold: float  # seconds it is given to requests instead of a new load
+    outage: bool  # a failure_types error: a stored entry may be served instead (stale-if-error)
 
 
 class ReadThroughCache:
@@ -148,8 +149,10 @@ class ReadThroughCache:
 
     `failure_types` are the loader errors that mean "the source cannot answer now": they are
     remembered for `retry_interval` seconds (later requests get them without a new load) and make
-    a stored entry servable under stale-if-error. Any other loader error (say, not found) is
-    passed to the waiting requests of that load and forgotten.
+    a stored entry servable under stale-if-error. `refusal_types` are answers about the data
+    itself (a list too large to serve): remembered for the TTL, like an entry, so that polling
+    clients do not run the query again. Any other loader error (say, not found) is passed to
+    the waiting requests of that load and forgotten.
     """
 
     def __init__(
@@ -160,6 +163,7 @@ class ReadThroughCache:
         stale_if_error: float,
         max_bytes: int,
         failure_types: tuple[type[Exception], ...] = (Exception,),
+        refusal_types: tuple[type[Exception], ...] = (),
         retry_interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         on_load: Callable[[Hashable, float], None] | None = None,
@@ -169,6 +173,7 @@ class ReadThroughCache:
         self.stale_if_error = stale_if_error
         self.max_bytes = max_bytes
         self.failure_types = failure_types
+        self.refusal_types = refusal_types
         self.retry_interval = retry_interval
         self.clock = clock
         self._on_load = on_load  # told the duration of every load that produced an entry
@@ -214,7 +219,7 @@ class ReadThroughCache:
         if task is None:
             failure = self._recent_failure(key, now)
             if failure is not None:
-                stale = self._stale_if_error(key, now)
+                stale = self._stale_if_error(key, now) if failure.outage else None
                 if stale is None:
                     raise failure.error.with_traceback(None)
                 return stale
@@ -260,7 +265,7 @@ class ReadThroughCache:
         failure = self._failures.get(key)
         if failure is None:
             return None
-        if now - failure.at < self.retry_interval:
+        if now - failure.at < failure.hold:
             return failure
         del self._failures[key]
         return None
@@ -295,8 +300,10 @@ class ReadThroughCache:
             document = await load(background)
         except self.failure_types as exc:
             self._counters.load_errors += 1
-            self._failures[key] = _Failure(exc, self.clock())
-            self._forget_old_failures()
+            self._remember(key, _Failure(exc, self.clock(), self.retry_interval, outage=True))
+            raise
+        except self.refusal_types as exc:
+            self._remember(key, _Failure(exc, self.clock(), self.ttl, outage=False))
             raise
         self._failures.pop(key, None)
         entry = await self._entry(document, started, self._store.use(key))
@@ -307,28 +314,45 @@ class ReadThroughCache:
                 self._store[key] = entry
             except ValueError:  # cachetools: the entry alone is bigger than the whole budget
                 self._counters.oversize += 1
+                # Every request for it runs the query again (concurrent ones still share one).
+                log.warning(
+                    "cache_entry_too_large",
+                    key=repr(key),
+                    bytes=entry.size,
+                    max_bytes=self.max_bytes,
+                    hint="raise CACHE_MAX_BYTES, or have clients ask for pages",
+                )
         return entry
+
+    def _remember(self, key: Hashable, failure: _Failure) -> None:
+        self._failures[key] = failure
+        self._forget_old_failures()
 
     def _forget_old_failures(self) -> None:
         # Bounded without a timer: past a few hundred keys, drop those whose interval is over.
         if len(self._failures) > 256:
             now = self.clock()
-            for key in [k for k, f in self._failures.items() if now - f.at >= self.retry_interval]:
+            for key in [k for k, f in self._failures.items() if now - f.at >= f.hold]:
                 del self._failures[key]
 
     @staticmethod
     async def _entry(document: Document, started: float, previous: Entry | None) -> Entry:
         body = document.body
-        if previous is not None and previous.body == body:
-            # Unchanged data keeps its ETag (polling clients keep getting 304) and its gzip copy.
-            return Entry(body, previous.gzip, previous.tag, document.headers, started)
-        tag = entity_tag(body)
-        compressed: bytes | None = None
-        if len(body) >= GZIP_MIN_BYTES:
-            if len(body) >= GZIP_IN_THREAD_BYTES:
-                compressed = await asyncio.to_thread(gzip.compress, body, GZIP_LEVEL, mtime=0)
-            else:
-                compressed = gzip.compress(body, GZIP_LEVEL, mtime=0)
-            if len(compressed) >= len(body):
-                compressed = None
+        if len(body) >= IN_THREAD_BYTES:
+            # hashlib and zlib release the GIL: the loop keeps serving meanwhile.
+            tag, compressed = await asyncio.to_thread(_encodings, body, previous)
+        else:
+            tag, compressed = _encodings(body, previous)
         return Entry(body, compressed, tag, document.headers, started)
+
+
+def _encodings(body: bytes, previous: Entry | None) -> tuple[str, bytes | None]:
+    """The entity tag and gzip copy of `body`. Unchanged data keeps its gzip copy (its ETag is
+    the same), so polling clients keep getting 304 at no compression cost."""
+    tag = entity_tag(body)
+    if previous is not None and previous.tag == tag:
+        return tag, previous.gzip
+    if len(body) < GZIP_MIN_BYTES:
+        return tag, None
+    compressed = gzip.compress(body, GZIP_LEVEL, mtime=0)
+    return tag, compressed if len(compressed) < len(body) else None

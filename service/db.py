@@ -12,15 +12,15 @@ import errno
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 
-import aiomysql
 import pymysql
 import structlog
 
 from .dbhealth import DatabaseHealth
+from .drivers import Connection, ConnectParams, Row, driver
 from .errors import DatabaseQueryError, DatabaseUnavailable, StartupError
-from .pool import AcquireTimeout, ConnectionPool, PoolClosed, PoolStats, looks_dead
+from .pool import AcquireTimeout, ConnectionPool, PoolClosed, PoolStats
 from .schema import ColumnInfo, TableInfo
 from .settings import Settings
 
@@ -66,12 +66,24 @@ class _Unobserved:
         pass
 
 
+class _Wait:
+    """A statement's deadline, restarted each time it waits for the database again."""
+
+    def __init__(self, deadline: asyncio.Timeout, seconds: float) -> None:
+        self._deadline = deadline
+        self._seconds = seconds
+
+    def restart(self) -> None:
+        self._deadline.reschedule(asyncio.get_running_loop().time() + self._seconds)
+
+
 class Database:
     def __init__(self, settings: Settings, observer: QueryObserver | None = None) -> None:
         self._settings = settings
         self._observer: QueryObserver = _Unobserved() if observer is None else observer
         # Told every outcome: what /readyz?verbose and cmapi_db_up say, and the incident log.
         self.health = DatabaseHealth(self.where)
+        self._driver = driver(settings.db_driver)
         self._pool = ConnectionPool(
             self._connect,
             min_size=settings.db_pool_min_size,
@@ -85,48 +97,35 @@ class Database:
         s = self._settings
         return f"MySQL at {s.db_host}:{s.db_port}, database {s.db_name!r}, user {s.db_user!r}"
 
-    async def _connect(self) -> Any:
+    async def _connect(self) -> Connection:
         s = self._settings
-        conn = aiomysql.Connection(
+        params = ConnectParams(
             host=s.db_host,
             port=s.db_port,
             user=s.db_user,
             password=s.db_password.reveal(),
-            db=s.db_name,
-            charset="utf8mb4",
-            autocommit=True,
+            database=s.db_name,
             connect_timeout=s.db_connection_timeout,
-            program_name="cm-api",
         )
+        conn = await self._driver.connect(params)
         try:
-            # aiomysql bounds only the TCP connect; a peer that accepts and then says nothing
-            # would hang the handshake forever. The private `_connect` (what aiomysql.connect
-            # awaits) lets us close the half-open socket when the deadline cancels it.
             async with asyncio.timeout(s.db_connection_timeout):
-                await conn._connect()
                 await self._limit_statement_time(conn)
-        except RuntimeError as exc:
-            # aiomysql's (and uvloop's) word for a socket the peer closed mid-handshake, say a
-            # proxy in front of a restarting server resetting what it just accepted: a lost
-            # connection (503), not a bug (500).
-            conn.close()
-            raise pymysql.err.OperationalError(
-                2013, f"Lost connection while connecting: {exc}"
-            ) from exc
         except BaseException:
             conn.close()
             raise
         return conn
 
-    async def _limit_statement_time(self, conn: Any) -> None:
-        """Let the server itself stop a runaway SELECT shortly after the client gave up on it,
-        instead of burning CPU for a client that is gone."""
-        limit = self._settings.db_query_timeout + 1
-        async with conn.cursor() as cur:
-            if "mariadb" in conn.get_server_info().lower():
-                await cur.execute("SET SESSION max_statement_time = %s", (limit,))
-            else:
-                await cur.execute("SET SESSION max_execution_time = %s", (int(limit * 1000),))
+    async def _limit_statement_time(self, conn: Connection) -> None:
+        """Let the server itself stop a runaway SELECT that the service gave up on, instead of
+        burning CPU for a client that is gone (DB_MAX_STATEMENT_SECONDS)."""
+        limit = self._settings.db_max_statement_seconds
+        if not limit:
+            return
+        if "mariadb" in conn.server_info().lower():
+            await conn.execute("SET SESSION max_statement_time = %s", (limit,))
+        else:
+            await conn.execute("SET SESSION max_execution_time = %s", (int(limit * 1000),))
 
     async def start(self) -> None:
         """Open the pool, retrying as configured; raise StartupError with a clear message."""
@@ -205,9 +204,9 @@ class Database:
 
     async def fetch(
         self, sql: str, args: Sequence[object] = (), *, resource: str = "other"
-    ) -> list[tuple[Any, ...]]:
+    ) -> list[Row]:
         """All rows of one statement (see fetch_chunks)."""
-        rows: list[tuple[Any, ...]] = []
+        rows: list[Row] = []
         await self.fetch_chunks(sql, args, rows.extend, resource=resource)
         return rows
 
@@ -215,22 +214,26 @@ class Database:
         self,
         sql: str,
         args: Sequence[object],
-        consume: Callable[[list[tuple[Any, ...]]], None],
+        consume: Callable[[list[Row]], None],
         *,
         urgent: bool = False,
         resource: str = "other",
     ) -> None:
         """Run one statement, handing its rows to `consume` in chunks (FETCH_CHUNK_ROWS, or
         FETCH_CHUNK_ROWS_URGENT when requests wait for this result). `resource` labels its
-        metrics. Bounded and cleaned up as `_statement` says."""
-        async with self._statement(resource) as conn:
+        metrics. Bounded and cleaned up as `_statement` says; DB_QUERY_TIMEOUT bounds each wait
+        for rows, so a big table takes as long as its transfer needs."""
+        size = FETCH_CHUNK_ROWS_URGENT if urgent else FETCH_CHUNK_ROWS
+        async with self._statement(resource) as (conn, wait):
             sent = time.perf_counter()
-            async with conn.cursor(aiomysql.SSCursor) as cur:
-                await cur.execute(sql, tuple(args))
-                size = FETCH_CHUNK_ROWS_URGENT if urgent else FETCH_CHUNK_ROWS
-                while chunk := await cur.fetchmany(size):
-                    consume(chunk)
-                    await asyncio.sleep(0)
+            await conn.execute(sql, tuple(args))
+            while True:
+                wait.restart()
+                chunk = await conn.fetch(size)
+                if not chunk:
+                    break
+                consume(chunk)
+                await asyncio.sleep(0)
         seconds = time.perf_counter() - sent
         self._observer.query_done(resource, seconds)
         self.health.succeeded(f"a query answered in {seconds * 1000:.1f} ms")
@@ -238,15 +241,15 @@ class Database:
     async def ping(self) -> float:
         """One COM_PING on a pooled connection, as `_statement` bounds it; the seconds it took.
         Not counted as a query; its outcome goes to `health` (it is the background check)."""
-        async with self._statement(None) as conn:
+        async with self._statement(None) as (conn, _):
             started = time.perf_counter()
-            await conn.ping(reconnect=False)
+            await conn.ping()
         seconds = time.perf_counter() - started
         self.health.succeeded(f"a ping answered in {seconds * 1000:.1f} ms")
         return seconds
 
     @contextlib.asynccontextmanager
-    async def _statement(self, resource: str | None) -> AsyncIterator[Any]:
+    async def _statement(self, resource: str | None) -> AsyncIterator[tuple[Connection, _Wait]]:
         """A pooled connection for one statement (`resource` None: a ping), bounded by the
         acquire and query time-outs; failures become DatabaseUnavailable (retry later) or
         DatabaseQueryError, counted and told to `health`.
@@ -275,8 +278,8 @@ class Database:
         what = "a query" if resource is not None else "a ping"
         discard: str | None = "cancelled"
         try:
-            async with asyncio.timeout(s.db_query_timeout):
-                yield conn
+            async with asyncio.timeout(s.db_query_timeout) as deadline:
+                yield conn, _Wait(deadline, s.db_query_timeout)
             discard = None
         except TimeoutError:
             discard = "timeout"
@@ -289,7 +292,7 @@ class Database:
             )
             raise DatabaseUnavailable(f"the database did not answer within {limit}") from None
         except (pymysql.err.MySQLError, OSError, RuntimeError) as exc:
-            if isinstance(exc, RuntimeError) and not looks_dead(conn):
+            if isinstance(exc, RuntimeError) and not conn.looks_dead():
                 discard = "error"  # not the connection's doing: a bug, answered with 500
                 raise
             discard, kind, error = _classify(exc)

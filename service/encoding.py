@@ -3,13 +3,17 @@ binary as base64, NULL as null."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 import orjson
+
+# Joining more than this at once would hold the event loop for over a millisecond.
+JOIN_IN_THREAD_BYTES: Final = 1024 * 1024
 
 
 def _default(value: Any) -> Any:
@@ -46,17 +50,31 @@ def encode(value: Any) -> bytes:
     return orjson.dumps(value, default=_default)
 
 
+class TooLarge(Exception):
+    """A JsonArray grew past its `max_bytes` after `rows` rows."""
+
+    def __init__(self, max_bytes: int, rows: int) -> None:
+        super().__init__(f"more than {max_bytes} bytes of JSON after {rows} rows")
+        self.max_bytes = max_bytes
+        self.rows = rows
+
+
 class JsonArray:
     """Rows encoded into one JSON array of objects a chunk at a time, so only one chunk's dicts
-    exist at once. With a `limit`, rows past it are not encoded; `more` tells they existed."""
+    exist at once. With a `limit`, rows past it are not encoded; `more` tells they existed.
+    Past `max_bytes`, `add` raises TooLarge and drops what it holds."""
 
-    def __init__(self, columns: Sequence[str], limit: int | None = None) -> None:
+    def __init__(
+        self, columns: Sequence[str], limit: int | None = None, *, max_bytes: int | None = None
+    ) -> None:
         self.columns = columns
         self.limit = limit
         self.count = 0
         self.more = False
         self.last: Mapping[str, Any] | None = None  # the last row encoded
-        self._parts: list[bytes] = []
+        self.size = 2  # bytes of the array so far, brackets included
+        self._max_bytes = max_bytes
+        self._parts: list[bytes] = [b"["]
 
     def add(self, rows: Sequence[Sequence[Any]]) -> None:
         if self.limit is not None and self.count + len(rows) > self.limit:
@@ -65,9 +83,22 @@ class JsonArray:
         if not rows:
             return
         objects = rows_to_objects(self.columns, rows)
-        self._parts.append(encode(objects)[1:-1])  # the elements, without the brackets
+        if self.count:
+            self._parts.append(b",")
+            self.size += 1
+        part = encode(objects)[1:-1]  # the elements, without the brackets
+        self._parts.append(part)
+        self.size += len(part)
         self.count += len(objects)
         self.last = objects[-1]
+        if self._max_bytes is not None and self.size > self._max_bytes:
+            self._parts.clear()
+            raise TooLarge(self._max_bytes, self.count)
 
-    def finish(self) -> bytes:
-        return b"[" + b",".join(self._parts) + b"]"
+    async def finish(self) -> bytes:
+        self._parts.append(b"]")
+        parts, self._parts = self._parts, []
+        if self.size < JOIN_IN_THREAD_BYTES:
+            return b"".join(parts)
+        # bytes.join copies without holding the GIL: the loop keeps serving meanwhile.
+        return await asyncio.to_thread(b"".join, parts)

@@ -41,6 +41,13 @@ class CorsRejected(ServiceError):
     code = "cors_rejected"
 
 
+class ResultTooLarge(ServiceError):
+    """A whole list bigger than MAX_LIST_BYTES: the client has to ask for pages instead."""
+
+    status = 400
+    code = "result_too_large"
+
+
 class DatabaseUnavailable(ServiceError):
     """The database cannot answer now (down, unreachable, pool exhausted, query timed out).
     Worth retrying later; never to be mistaken for an empty result."""

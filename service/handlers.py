@@ -8,8 +8,8 @@ from urllib.parse import unquote_to_bytes
 from aiohttp import web
 
 from .cache import Document
-from .encoding import JsonArray, encode, rows_to_objects
-from .errors import BadRequest, NotFound
+from .encoding import JsonArray, TooLarge, encode, rows_to_objects
+from .errors import BadRequest, NotFound, ResultTooLarge
 from .keys import CACHE, CATALOG, DATABASE, SETTINGS
 from .resources import Page
 from .responses import cached_response
@@ -54,13 +54,21 @@ class ResourceHandlers:
 
         async def load(background: bool) -> Document:
             sql, args = resource.list_query(page)
-            rows = JsonArray(resource.columns, page.limit)
-            await app[DATABASE].fetch_chunks(
-                sql, args, rows.add, urgent=not background, resource=self.name
-            )
+            settings = app[SETTINGS]
+            rows = JsonArray(resource.columns, page.limit, max_bytes=settings.max_list_bytes)
+            try:
+                await app[DATABASE].fetch_chunks(
+                    sql, args, rows.add, urgent=not background, resource=self.name
+                )
+            except TooLarge as exc:
+                raise ResultTooLarge(
+                    f"this list is larger than MAX_LIST_BYTES ({exc.max_bytes} bytes of JSON, "
+                    f"reached after {exc.rows} rows); ask for pages with ?limit=N (at most "
+                    f"{settings.max_page_size}) and follow each answer's Link header"
+                ) from None
             last = rows.last if rows.more else None
             link = resource.next_link(page, last, f"/{self.name}/")
-            return Document(rows.finish(), (("Link", link),) if link is not None else ())
+            return Document(await rows.finish(), (("Link", link),) if link is not None else ())
 
         return cached_response(request, await cache.get(key, load))
 

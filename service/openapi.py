@@ -49,7 +49,12 @@ _TIME: Final = r"^-?[0-9]{2,3}:[0-5][0-9]:[0-5][0-9](\.[0-9]{6})?$"  # -838:59:5
 # Each error answer: the exceptions whose codes it carries (its status is theirs), what it
 # means here, and the headers routing.py adds to it.
 _ERRORS: Final = (
-    ((errors.BadRequest,), "A malformed, unknown or repeated query parameter.", ()),
+    (
+        (errors.BadRequest, errors.ResultTooLarge),
+        "A malformed, unknown or repeated query parameter; or a whole list larger than "
+        "MAX_LIST_BYTES (result_too_large: ask for pages with `limit`).",
+        (),
+    ),
     ((errors.Unauthorized,), "No valid bearer token.", ("WWW-Authenticate",)),
     ((errors.NotFound,), "No such row; also any method on a path that is no route.", ()),
     ((errors.MethodNotAllowed,), f"Any method but {ALLOWED} on a documented path.", ("Allow",)),

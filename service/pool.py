@@ -1,10 +1,10 @@
-"""A bounded pool of aiomysql connections.
+"""A bounded pool of database connections (any driver's, through drivers.Connection).
 
-Why not `aiomysql.Pool`: it opens connections while holding the lock every acquirer needs (one
-slow handshake stalls every request, even those a returned connection could serve), it has no
-acquire time-out, and it exposes none of what an operator asks of a pool (pending acquires,
-connections opened and closed and why). This pool keeps aiomysql's connections and protocol and
-adds exactly that, in the vocabulary of HikariCP: in use, idle, pending, max, min.
+Why not a driver's own pool: aiomysql's opens connections while holding the lock every acquirer
+needs (one slow handshake stalls every request, even those a returned connection could serve),
+neither has an acquire time-out, and they expose none of what an operator asks of a pool
+(pending acquires, connections opened and closed and why). This pool adds exactly that, in the
+vocabulary of HikariCP: in use, idle, pending, max, min.
 
 Connections are opened by background tasks, so an acquirer that times out or is cancelled never
 abandons a half-open socket; a connection that arrives after its acquirer left serves the next
@@ -31,7 +31,7 @@ class AcquireTimeout(Exception):
 
 
 class Connection(Protocol):
-    """What the pool needs of a connection (aiomysql.Connection has it)."""
+    """What the pool needs of a connection (drivers.Connection has it)."""
 
     @property
     def closed(self) -> bool: ...
@@ -39,6 +39,8 @@ class Connection(Protocol):
     def close(self) -> None: ...
 
     async def ensure_closed(self) -> None: ...
+
+    def looks_dead(self) -> bool: ...
 
 
 ConnectFn = Callable[[], Awaitable[Any]]
@@ -175,7 +177,7 @@ class ConnectionPool:
                     waiter.cancel()
                     self._forget_waiter(waiter)
                 raise
-            if not looks_dead(conn):
+            if not conn.looks_dead():
                 return conn
             # It died between the hand-over and now (the server's RST or FIN was processed
             # while this task waited to resume): try again rather than fail the caller.
@@ -211,7 +213,7 @@ class ConnectionPool:
         # Most recently used first: it is the most likely to be alive, and the rest age out.
         while self._idle:
             entry = self._idle.pop()
-            if looks_dead(entry.conn):
+            if entry.conn.looks_dead():
                 self._discard(entry.conn, "broken")
             elif self._clock() - entry.opened_at >= self._max_lifetime:
                 self._close_gracefully(entry.conn, "recycled")
@@ -318,22 +320,3 @@ async def _quit(conn: Any) -> None:
         pass
     finally:
         conn.close()
-
-
-def looks_dead(conn: Any) -> bool:
-    """True when the server already closed the socket (restart, wait_timeout, KILL, a reset).
-
-    aiomysql's own pool looks at the same reader flags: an idle MySQL connection receives
-    nothing unless the server is ending it.
-    """
-    if conn.closed:
-        return True
-    # Transport first: uvloop closes it on an RST or EOF but tells the reader (connection_lost)
-    # a callback later, and a query written in between fails with RuntimeError, not a driver error.
-    transport = getattr(getattr(conn, "_writer", None), "transport", None)
-    if transport is not None and transport.is_closing():
-        return True
-    reader = getattr(conn, "_reader", None)
-    if reader is None:
-        return False
-    return bool(reader.at_eof() or reader.exception() or getattr(reader, "eof_received", False))

@@ -407,9 +407,28 @@ class Settings:
     db_query_timeout: float = setting(
         "DB_QUERY_TIMEOUT",
         "5",
-        "seconds one query may run before it is abandoned (503) and its connection closed",
+        "seconds a query waits for the database: for its first row, then for each next batch "
+        "of rows (not for the whole transfer, which grows with the table); past it the query "
+        "is abandoned (503) and its connection closed",
         low=0.01,
         high=3600,
+    )
+    db_max_statement_seconds: float = setting(
+        "DB_MAX_STATEMENT_SECONDS",
+        "60",
+        "the server stops a statement running longer, transfer included (MariaDB "
+        "max_statement_time, MySQL max_execution_time), so a query the service gave up on "
+        "does not keep the database busy; at least DB_QUERY_TIMEOUT (unset: 60, or "
+        "DB_QUERY_TIMEOUT if larger); 0: the server's own limit",
+        low=0,
+        high=86400,
+    )
+    db_driver: str = setting(
+        "DB_DRIVER",
+        "asyncmy",
+        "MySQL driver: asyncmy (parses rows in Cython) or aiomysql (pure Python); both give "
+        "the same JSON",
+        choices=("asyncmy", "aiomysql"),
     )
     db_check_interval: float = setting(
         "DB_CHECK_INTERVAL",
@@ -425,6 +444,15 @@ class Settings:
     http_port: int = setting("HTTP_PORT", "8080", "HTTP port", low=1, high=65535)
     max_page_size: int = setting(
         "MAX_PAGE_SIZE", "1000", "largest accepted ?limit= on list routes", low=1, high=100_000
+    )
+    max_list_bytes: int = setting(
+        "MAX_LIST_BYTES",
+        "33554432",
+        "largest JSON body of a list answer; a bigger list is refused with 400 "
+        "result_too_large, which tells the client to ask for pages (?limit=, Link); memory "
+        "needs up to twice this per list being loaded",
+        low=1024,
+        high=2**40,
     )
     resources: tuple[str, ...] = setting(
         "RESOURCES",
@@ -621,8 +649,24 @@ def _credentials_need_listed_origins(s: Settings, env: Env) -> Settings:
     return s
 
 
+def _statement_limit_covers_query_timeout(s: Settings, env: Env) -> Settings:
+    """A server limit below the client's would turn slow queries into server errors. Unset, the
+    limit's default is raised to DB_QUERY_TIMEOUT rather than making the unset variable
+    invalid."""
+    limit = s.db_max_statement_seconds
+    if not 0 < limit < s.db_query_timeout:
+        return s
+    if env.is_set("DB_MAX_STATEMENT_SECONDS"):
+        raise SettingsError(
+            "DB_MAX_STATEMENT_SECONDS",
+            f"expected 0 or at least DB_QUERY_TIMEOUT ({s.db_query_timeout:g}), got {limit:g}",
+        )
+    return dataclasses.replace(s, db_max_statement_seconds=s.db_query_timeout)
+
+
 RULES: Final[tuple[Callable[[Settings, Env], Settings], ...]] = (
     _pool_min_size_within_pool_size,
+    _statement_limit_covers_query_timeout,
     _credentials_need_listed_origins,
 )
 

@@ -34,6 +34,7 @@ from devtools.mariadb import (
 )
 from service.access import server_options
 from service.app import create_app
+from service.drivers import Connection, Row
 from service.keys import METRICS
 from service.logs import AccessLines
 from service.settings import Settings, load_settings
@@ -118,7 +119,10 @@ def sql(db_server: ServerAddress, db_name: str) -> Iterator[SQL]:
 
 
 def base_env(address: ServerAddress, database: str) -> dict[str, str]:
+    # DB_DRIVER from the environment runs the suite on that driver (.ci/run does for aiomysql).
+    driver = os.environ.get("DB_DRIVER")
     return {
+        **({"DB_DRIVER": driver} if driver else {}),
         "DB_HOST": address.host,
         "DB_PORT": str(address.port),
         "DB_USER": address.user,
@@ -204,6 +208,20 @@ def free_port() -> int:
 @pytest.fixture
 def closed_port() -> int:
     return free_port()
+
+
+async def query(conn: Connection, statement: str) -> list[Row]:
+    """Every row of `statement` run on a pooled connection."""
+    await conn.execute(statement, ())
+    rows: list[Row] = []
+    while chunk := await conn.fetch(100):
+        rows += chunk
+    return rows
+
+
+async def connection_id(conn: Connection) -> int:
+    [(value,)] = await query(conn, "SELECT CONNECTION_ID()")
+    return int(value)
 
 
 async def wait_until(condition: Callable[[], bool], within: float = 5.0) -> None:

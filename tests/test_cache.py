@@ -43,6 +43,10 @@ class Missing(Exception):
     """A loader error that is an answer, not an outage (like a 404)."""
 
 
+class Refused(Exception):
+    """A loader error about the data itself (like a list too large): a refusal type."""
+
+
 class Loader:
     """Counts its calls; returns `body`, or raises `error`; waits for `gate` when one is set."""
 
@@ -91,6 +95,7 @@ def make_cache(clock: FakeClock) -> Callable[..., ReadThroughCache]:
             stale_if_error=options["stale_if_error"],
             max_bytes=int(options["max_bytes"]),
             failure_types=(Outage,),
+            refusal_types=(Refused,),
             clock=clock,
         )
 
@@ -360,6 +365,27 @@ async def test_stale_if_error_within_the_retry_interval_does_not_ask_again(
     load.error = None
     assert (await cache.get("k", load)).outcome is Outcome.MISS  # back: fresh data again
     assert load.calls == 3
+
+
+async def test_a_refusal_is_remembered_for_the_ttl_and_never_replaced_by_a_stale_entry(
+    make_cache: Callable[..., ReadThroughCache], clock: FakeClock
+) -> None:
+    cache, load = make_cache(ttl=5), Loader()
+    await cache.get("k", load)
+    clock.advance(6)  # the stored entry is stale; stale-if-error would allow it for an outage
+    load.error = Refused("too large")
+    for _ in range(3):
+        with pytest.raises(Refused):
+            await cache.get("k", load)
+    assert load.calls == 2  # one load refused; the TTL long, requests get that answer
+    clock.advance(4.999)
+    with pytest.raises(Refused):
+        await cache.get("k", load)
+    clock.advance(0.001)
+    load.error = None
+    assert (await cache.get("k", load)).outcome is Outcome.MISS
+    assert load.calls == 3
+    assert cache.stats().load_errors == 0  # not a failure of the source
 
 
 async def test_stale_if_error_zero_means_the_error_is_the_answer(

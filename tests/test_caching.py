@@ -26,9 +26,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from multidict import CIMultiDictProxy
+from structlog.testing import capture_logs
 
 from service.app import create_app
-from service.cache import GZIP_MIN_BYTES
+from service.cache import ENTRY_OVERHEAD_BYTES, GZIP_MIN_BYTES
 from service.keys import CACHE, DATABASE
 from service.settings import Settings
 
@@ -66,12 +67,13 @@ async def fetch(
 POOL_OF_ONE = {"DB_POOL_SIZE": "1", "DB_ACQUIRE_TIMEOUT": "30", "DB_QUERY_TIMEOUT": "30"}
 
 
-async def selects(client: Client) -> int:
-    """SELECTs the app has run so far, as MariaDB counts them for the app's one connection."""
+async def selects(client: Client, opened: int = 1) -> int:
+    """SELECTs the app has run so far, as MariaDB counts them for the app's one connection, the
+    `opened`-th it opened."""
     db = client.app[DATABASE]
     rows = await db.fetch("SHOW SESSION STATUS LIKE 'Com_select'")
-    # Still the connection opened at start-up: a new session would have restarted the count.
-    assert db.stats().opened_total == 1
+    # Still that connection: a new session would have restarted the count.
+    assert db.stats().opened_total == opened
     return int(rows[0][1])
 
 
@@ -541,6 +543,64 @@ async def test_ttl_zero_still_runs_one_select_for_a_concurrent_burst(
     start = await selects(client)
     assert (await fetch(client, "/user/")).headers["X-Cache"] == "MISS"
     assert await selects(client) - start == 1
+
+
+# --- big answers ---------------------------------------------------------------------------------
+
+
+async def test_an_answer_bigger_than_the_cache_is_served_to_a_burst_by_one_select_and_logged(
+    aiohttp_client: Callable[..., Any], make_settings: Callable[..., Settings], sql: SQL, wide: str
+) -> None:
+    """Not stored, so each later request loads again; concurrent ones still share one load."""
+    overrides = {"RESOURCES": f"acc,{wide}", "CACHE_MAX_BYTES": "1024"}
+    client = await app_client(aiohttp_client, make_settings, overrides)
+    start = await selects(client)
+    with capture_logs() as logs:
+        replies = await all_in_flight(client, sql, [wide], [f"/{wide}/"] * 20)
+    assert await selects(client) - start == 1
+    assert [r.status for r in replies] == [200] * 20
+    assert len({r.body for r in replies}) == 1
+    assert replies[0].headers["Content-Encoding"] == "gzip"
+    identity = gzip.decompress(replies[0].body)
+    assert len(json.loads(identity)) == WIDE_ROWS
+    stats = client.app[CACHE].stats()
+    assert (stats.oversize, stats.entries) == (1, 0)
+    [logged] = [e for e in logs if e["event"] == "cache_entry_too_large"]
+    assert logged["log_level"] == "warning"
+    assert logged["key"] == repr((wide, "list", ()))
+    size = len(identity) + len(replies[0].body) + ENTRY_OVERHEAD_BYTES  # both copies
+    assert (logged["bytes"], logged["max_bytes"]) == (size, 1024)
+    start = await selects(client)
+    assert (await fetch(client, f"/{wide}/")).headers["X-Cache"] == "MISS"
+    assert await selects(client) - start == 1
+
+
+async def test_a_list_over_max_list_bytes_is_refused_once_per_ttl_and_pages_are_served(
+    aiohttp_client: Callable[..., Any], make_settings: Callable[..., Settings], sql: SQL, wide: str
+) -> None:
+    overrides = {"RESOURCES": f"acc,{wide}", "MAX_LIST_BYTES": "1024"}
+    client = await app_client(aiohttp_client, make_settings, overrides)
+    db = client.app[DATABASE]
+    replies = await all_in_flight(client, sql, [wide], [f"/{wide}/"] * 20)
+    assert [r.status for r in replies] == [400] * 20
+    error = json.loads(replies[0].body)["error"]
+    assert error["code"] == "result_too_large"
+    assert "MAX_LIST_BYTES (1024 bytes" in error["message"]
+    assert "?limit=N (at most 1000)" in error["message"]
+    assert replies[0].headers["Cache-Control"] == "no-store"
+    # Remembered for the TTL: polling clients do not run the query again.
+    assert (await fetch(client, f"/{wide}/")).status == 400
+    # One load for all of them: its connection, left in the middle of the rows, was closed
+    # rather than drained (so the SELECT counter of that session is gone with it).
+    assert db.stats().closed_total == {"error": 1}
+    # Pages are the way out: each is small, served and cached.
+    start = await selects(client, opened=2)
+    page = await fetch(client, f"/{wide}/?limit=10")
+    assert page.status == 200
+    assert len(json.loads(page.body)) == 10
+    assert 'rel="next"' in page.headers["Link"]
+    assert (await fetch(client, f"/{wide}/?limit=10")).headers["X-Cache"] == "HIT"
+    assert await selects(client, opened=2) - start == 1
 
 
 # --- never cached --------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from service.db import FETCH_CHUNK_ROWS, Database
 from service.errors import DatabaseQueryError, DatabaseUnavailable, StartupError
 from service.settings import Settings
 
-from .conftest import SQL, wait_until
+from .conftest import SQL, connection_id, query, wait_until
 
 StartDB = Callable[..., Awaitable[Database]]
 
@@ -83,13 +83,6 @@ async def failed_start(db: Database) -> tuple[StartupError, float]:
     finally:
         await db.close(grace=1)
     return caught.value, time.monotonic() - started
-
-
-async def connection_id(conn: Any) -> int:
-    async with conn.cursor() as cur:
-        await cur.execute("SELECT CONNECTION_ID()")
-        (value,) = await cur.fetchone()
-    return int(value)
 
 
 def running(sql: SQL, conn_id: int, prefix: str) -> bool:
@@ -238,8 +231,9 @@ async def test_a_socket_closed_during_the_handshake_is_a_lost_connection(
 ) -> None:
     """An injected fault: aiomysql raises RuntimeError when the peer closed the socket before it
     set its options (seen under the cluster simulation, a proxy resetting what it accepted while
-    the server restarts). That is an outage (503), not a bug (500)."""
-    db = await start_db(DB_POOL_MIN_SIZE="0")
+    the server restarts). That is an outage (503), not a bug (500). aiomysql's own behaviour,
+    so that driver whatever DB_DRIVER says."""
+    db = await start_db(DB_POOL_MIN_SIZE="0", DB_DRIVER="aiomysql")
 
     def socket_gone(self: Any) -> None:
         raise RuntimeError("Transport does not expose socket instance")
@@ -350,7 +344,7 @@ async def test_connection_killed_while_idle_is_replaced_before_the_next_fetch(
     db._pool.release(conn)
     sql(f"KILL {old_id}")
     # Once the loop has read the server's EOF, the pool sees the connection is dead on acquire.
-    await wait_until(lambda: conn._reader is None or conn._reader.at_eof())
+    await wait_until(conn.looks_dead)
     [(new_id,)] = await db.fetch("SELECT CONNECTION_ID()")  # no error reaches the caller
     assert new_id != old_id
     stats = db.stats()
@@ -400,14 +394,17 @@ async def test_introspect_reads_columns_in_order_and_the_primary_key(
 
 
 async def test_pooled_connections_carry_the_statement_time_guard(start_db: StartDB) -> None:
-    db = await start_db(DB_QUERY_TIMEOUT="2.5", DB_POOL_SIZE="2", DB_POOL_MIN_SIZE="2")
+    db = await start_db(
+        DB_MAX_STATEMENT_SECONDS="40",
+        DB_QUERY_TIMEOUT="2.5",
+        DB_POOL_SIZE="2",
+        DB_POOL_MIN_SIZE="2",
+    )
     conns = [await db._pool.acquire(5), await db._pool.acquire(5)]
     try:
         for conn in conns:
-            async with conn.cursor() as cur:
-                await cur.execute("SELECT @@max_statement_time")
-                (limit,) = await cur.fetchone()
-            assert float(limit) == 3.5
+            [(limit,)] = await query(conn, "SELECT @@max_statement_time")
+            assert float(limit) == 40
     finally:
         for conn in conns:
             db._pool.release(conn)
@@ -415,12 +412,11 @@ async def test_pooled_connections_carry_the_statement_time_guard(start_db: Start
 
 
 async def test_statement_stopped_by_the_server_is_unavailable(start_db: StartDB) -> None:
-    """The server-side limit (normally DB_QUERY_TIMEOUT + 1, so the client gives up first) is
-    lowered on the pooled connection to make the server itself stop a long statement."""
+    """The server-side limit (DB_MAX_STATEMENT_SECONDS, above DB_QUERY_TIMEOUT) is lowered on
+    the pooled connection to make the server itself stop a long statement."""
     db = await start_db(DB_POOL_SIZE="1")
     conn = await db._pool.acquire(5)
-    async with conn.cursor() as cur:
-        await cur.execute("SET SESSION max_statement_time = 0.1")
+    await query(conn, "SET SESSION max_statement_time = 0.1")
     db._pool.release(conn)
     with pytest.raises(DatabaseUnavailable, match="stopped the query"):
         await db.fetch(

@@ -8,7 +8,7 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from service.encoding import JsonArray, encode, rows_to_objects
+from service.encoding import JOIN_IN_THREAD_BYTES, JsonArray, TooLarge, encode, rows_to_objects
 
 
 @pytest.mark.parametrize(
@@ -48,28 +48,51 @@ COLUMNS = ["id", "name", "balance", "notes"]
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 5, 11, 20])
-def test_json_array_in_chunks_equals_encoding_all_rows_at_once(chunk: int) -> None:
+async def test_json_array_in_chunks_equals_encoding_all_rows_at_once(chunk: int) -> None:
     array = JsonArray(COLUMNS)
     for start in range(0, len(ROWS), chunk):
         array.add(ROWS[start : start + chunk])
-    assert array.finish() == encode(rows_to_objects(COLUMNS, ROWS))
+    assert await array.finish() == encode(rows_to_objects(COLUMNS, ROWS))
     assert (array.count, array.more) == (len(ROWS), False)
     assert array.last == {"id": 11, "name": "name 11", "balance": Decimal("11.50"), "notes": None}
 
 
 @pytest.mark.parametrize("chunk", [1, 4, 11])
-def test_json_array_stops_at_the_limit_and_says_more_followed(chunk: int) -> None:
+async def test_json_array_stops_at_the_limit_and_says_more_followed(chunk: int) -> None:
     array = JsonArray(COLUMNS, limit=7)
     for start in range(0, 8, chunk):  # a limit + 1 query: one row more than the limit
         array.add(ROWS[start : min(start + chunk, 8)])
-    assert orjson.loads(array.finish()) == orjson.loads(encode(rows_to_objects(COLUMNS, ROWS[:7])))
+    assert orjson.loads(await array.finish()) == orjson.loads(
+        encode(rows_to_objects(COLUMNS, ROWS[:7]))
+    )
     assert (array.count, array.more) == (7, True)
     assert array.last is not None
     assert array.last["id"] == 7
 
 
-def test_json_array_of_nothing_is_an_empty_array() -> None:
+async def test_json_array_of_nothing_is_an_empty_array() -> None:
     array = JsonArray(COLUMNS, limit=3)
     array.add([])
-    assert array.finish() == b"[]"
+    assert await array.finish() == b"[]"
     assert (array.count, array.more, array.last) == (0, False, None)
+
+
+async def test_json_array_counts_its_size_and_joins_a_large_array_in_a_thread() -> None:
+    """Past JOIN_IN_THREAD_BYTES the join runs in a worker thread: the bytes are the same."""
+    rows = [(n, "x" * 1000, Decimal(n), None) for n in range(1500)]
+    array = JsonArray(COLUMNS)
+    for start in range(0, len(rows), 64):
+        array.add(rows[start : start + 64])
+    assert array.size > JOIN_IN_THREAD_BYTES
+    body = await array.finish()
+    assert body == encode(rows_to_objects(COLUMNS, rows))
+    assert array.size == len(body)
+
+
+def test_json_array_past_its_byte_bound_raises_too_large_and_drops_its_parts() -> None:
+    array = JsonArray(COLUMNS, max_bytes=500)
+    array.add(ROWS[:5])  # about 250 bytes: within the bound
+    with pytest.raises(TooLarge) as caught:
+        array.add(ROWS[5:])
+    assert (caught.value.max_bytes, caught.value.rows) == (500, 11)
+    assert array._parts == []

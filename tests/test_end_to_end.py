@@ -17,7 +17,7 @@ from service.app import create_app
 from service.keys import DATABASE
 from service.settings import Settings
 
-from .conftest import SQL
+from .conftest import SQL, query
 
 Client = TestClient[web.Request, web.Application]
 
@@ -33,9 +33,8 @@ async def pool_sessions(client: Client) -> dict[int, int]:
     try:
         sessions = {}
         for conn in held:
-            async with conn.cursor() as cursor:
-                await cursor.execute("SHOW SESSION STATUS LIKE 'Com_select'")
-                sessions[conn.thread_id()] = int((await cursor.fetchone())[1])
+            [(_, count)] = await query(conn, "SHOW SESSION STATUS LIKE 'Com_select'")
+            sessions[conn.thread_id()] = int(count)
         return sessions
     finally:
         for conn in held:

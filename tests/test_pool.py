@@ -21,7 +21,7 @@ from service.db import Database
 from service.pool import AcquireTimeout, ConnectFn, ConnectionPool, PoolClosed
 from service.settings import Settings
 
-from .conftest import SQL, wait_until
+from .conftest import SQL, connection_id, query, wait_until
 
 LONG = 3600.0  # a max_lifetime no test reaches
 
@@ -48,23 +48,6 @@ async def make_pool() -> AsyncIterator[PoolFactory]:
 def connect(settings: Settings) -> ConnectFn:
     """Opens a real connection to the test database, exactly as the service does."""
     return Database(settings)._connect
-
-
-async def query(conn: Any, statement: str) -> list[tuple[Any, ...]]:
-    async with conn.cursor() as cur:
-        await cur.execute(statement)
-        return list(await cur.fetchall())
-
-
-async def connection_id(conn: Any) -> int:
-    rows = await query(conn, "SELECT CONNECTION_ID()")
-    return int(rows[0][0])
-
-
-def server_closed(conn: Any) -> bool:
-    """The client has seen the server end the session (EOF on the socket)."""
-    reader = conn._reader
-    return reader is None or reader.at_eof()
 
 
 def running_sleep(sql: SQL, conn_id: int) -> bool:
@@ -173,7 +156,7 @@ async def test_connection_killed_while_idle_is_detected_and_replaced(
     pool.release(conn)
     sql(f"KILL {old_id}")
     # The server closes the socket; the client learns it once the event loop reads the EOF.
-    await wait_until(lambda: server_closed(conn))
+    await wait_until(conn.looks_dead)
 
     fresh = await pool.acquire(5)
     assert fresh is not conn

@@ -79,9 +79,13 @@ def test_required_variable_missing(name: str, value: str | None) -> None:
         ("DB_POOL_RECYCLE_SECONDS", "0"),
         ("DB_ACQUIRE_TIMEOUT", "0"),
         ("DB_QUERY_TIMEOUT", "x"),
+        ("DB_MAX_STATEMENT_SECONDS", "4"),  # below DB_QUERY_TIMEOUT (5)
+        ("DB_MAX_STATEMENT_SECONDS", "-1"),
+        ("DB_DRIVER", "mysqlclient"),
         ("DB_CHECK_INTERVAL", "-1"),
         ("HTTP_PORT", "99999"),
         ("MAX_PAGE_SIZE", "0"),
+        ("MAX_LIST_BYTES", "100"),
         ("RESOURCES", "acc,us er"),
         ("RESOURCES", "acc;drop"),
         ("RESOURCES", "acc,acc"),
@@ -105,6 +109,15 @@ def test_malformed_value_names_the_variable(name: str, value: str) -> None:
     assert err.value.variable == name
     assert str(err.value).startswith(f"{name}: ")
     assert "expected" in str(err.value) or "twice" in str(err.value)
+
+
+def test_statement_limit_may_equal_the_query_timeout_or_be_off() -> None:
+    s = load_settings({**REQUIRED, "DB_QUERY_TIMEOUT": "30", "DB_MAX_STATEMENT_SECONDS": "30"})
+    assert (s.db_query_timeout, s.db_max_statement_seconds) == (30, 30)
+    off = load_settings({**REQUIRED, "DB_QUERY_TIMEOUT": "90", "DB_MAX_STATEMENT_SECONDS": "0"})
+    assert off.db_max_statement_seconds == 0
+    unset = load_settings({**REQUIRED, "DB_QUERY_TIMEOUT": "90"})
+    assert unset.db_max_statement_seconds == 90
 
 
 def test_min_size_may_equal_pool_size() -> None:
@@ -163,8 +176,9 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "DB_NAME": "n2", "DB_CONNECTION_TIMEOUT": "7", "DB_CONNECT_RETRIES": "9",
         "DB_CONNECT_RETRY_DELAY": "3", "DB_POOL_SIZE": "4", "DB_POOL_MIN_SIZE": "3",
         "DB_POOL_RECYCLE_SECONDS": "60", "DB_ACQUIRE_TIMEOUT": "1", "DB_QUERY_TIMEOUT": "9",
+        "DB_MAX_STATEMENT_SECONDS": "0", "DB_DRIVER": "aiomysql",
         "DB_CHECK_INTERVAL": "0", "HTTP_HOST": "127.0.0.1", "HTTP_PORT": "9000",
-        "MAX_PAGE_SIZE": "10",
+        "MAX_PAGE_SIZE": "10", "MAX_LIST_BYTES": "4096",
         "RESOURCES": "acc", "EXPOSE_SECRET_COLUMNS": "acc.token", "LOG_LEVEL": "debug",
         "LOG_FORMAT": "json", "CACHE_TTL_SECONDS": "0", "CACHE_STALE_WHILE_REVALIDATE_SECONDS": "1",
         "CACHE_STALE_IF_ERROR_SECONDS": "0.5", "CACHE_MAX_BYTES": "1024",

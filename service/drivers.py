@@ -1,0 +1,248 @@
+"""The MySQL drivers the service can use (DB_DRIVER), each behind one small `Connection` class:
+what db.py and pool.py call, whatever the driver. Rows come as the drivers' own tuples (the same
+Python types from both); errors are PyMySQL's classes with the driver's code and text, so that
+the rest of the service classifies failures one way.
+
+asyncmy parses rows in Cython, aiomysql in pure Python: bench/README.md has the figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+import aiomysql
+import asyncmy
+import asyncmy.cursors
+import asyncmy.errors
+import pymysql
+
+NAMES: Final = ("asyncmy", "aiomysql")
+
+Row = tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectParams:
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str
+    connect_timeout: float  # bounds the whole handshake, not only the TCP connect
+    program_name: str = "cm-api"
+
+
+class Connection(Protocol):
+    """One open connection, used by one statement at a time."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    def close(self) -> None:
+        """Close the socket at once (no QUIT)."""
+
+    async def ensure_closed(self) -> None:
+        """Send QUIT, then close."""
+
+    def looks_dead(self) -> bool:
+        """True when the server already closed the socket (restart, wait_timeout, KILL, a reset):
+        an idle MySQL connection receives nothing unless the server is ending it."""
+
+    def server_info(self) -> str: ...
+
+    def thread_id(self) -> int:
+        """The server's id of this session (CONNECTION_ID(), PROCESSLIST's ID)."""
+
+    async def ping(self) -> None: ...
+
+    async def execute(self, sql: str, args: Sequence[object]) -> None:
+        """Send one statement whose rows are then read with `fetch` (not buffered)."""
+
+    async def fetch(self, size: int) -> list[Row]:
+        """Up to `size` more rows of the last statement; [] once all were read."""
+
+
+class Driver(Protocol):
+    name: str
+
+    async def connect(self, params: ConnectParams) -> Connection: ...
+
+
+def driver(name: str) -> Driver:
+    if name == "asyncmy":
+        return _Asyncmy()
+    if name == "aiomysql":
+        return _Aiomysql()
+    raise ValueError(f"unknown driver {name!r}; one of {', '.join(NAMES)}")
+
+
+# -- asyncmy ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _as_pymysql() -> Iterator[None]:
+    """asyncmy's errors as PyMySQL's class of the same PEP 249 name, code and text."""
+    try:
+        yield
+    except asyncmy.errors.MySQLError as exc:
+        kind = getattr(pymysql.err, type(exc).__name__, pymysql.err.MySQLError)
+        error = kind(*exc.args)
+        # The OSError behind a failed connect (code 2003) tells refused from unreachable.
+        error.__cause__ = exc.__cause__
+        raise error from exc.__cause__
+
+
+class _AsyncmyConnection:
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        self._cursor: Any = None
+
+    @property
+    def closed(self) -> bool:
+        return not self._conn.connected
+
+    def close(self) -> None:
+        self._conn.close()
+
+    async def ensure_closed(self) -> None:
+        with _as_pymysql():
+            await self._conn.ensure_closed()
+
+    def looks_dead(self) -> bool:
+        # _stream_broken: the transport is closing or the protocol saw EOF or an error.
+        return self.closed or bool(self._conn._stream_broken)
+
+    def server_info(self) -> str:
+        return str(self._conn.get_server_info())
+
+    def thread_id(self) -> int:
+        return int(self._conn.thread_id())
+
+    async def ping(self) -> None:
+        with _as_pymysql():
+            await self._conn.ping(reconnect=False)
+
+    async def execute(self, sql: str, args: Sequence[object]) -> None:
+        with _as_pymysql():
+            self._cursor = self._conn.cursor(asyncmy.cursors.SSCursor)
+            await self._cursor.execute(sql, tuple(args))
+
+    async def fetch(self, size: int) -> list[Row]:
+        with _as_pymysql():
+            rows: list[Row] = await self._cursor.fetchmany(size)
+        if not rows:
+            self._cursor = None
+        return rows
+
+
+class _Asyncmy:
+    name = "asyncmy"
+
+    async def connect(self, params: ConnectParams) -> Connection:
+        conn = asyncmy.Connection(  # type: ignore[no-untyped-call]
+            host=params.host,
+            port=params.port,
+            user=params.user,
+            password=params.password,
+            database=params.database,
+            charset="utf8mb4",
+            autocommit=True,
+            # asyncmy accepts whole seconds >= 1 here; asyncio.timeout below is the real bound.
+            connect_timeout=max(1.0, params.connect_timeout),
+            program_name=params.program_name,
+        )
+        with _as_pymysql():
+            # asyncmy closes its socket itself when the deadline cancels the handshake.
+            async with asyncio.timeout(params.connect_timeout):
+                await conn.connect()
+        return _AsyncmyConnection(conn)
+
+
+# -- aiomysql ---------------------------------------------------------------------------------
+
+
+class _AiomysqlConnection:
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        self._cursor: Any = None
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._conn.closed)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    async def ensure_closed(self) -> None:
+        await self._conn.ensure_closed()
+
+    def looks_dead(self) -> bool:
+        if self._conn.closed:
+            return True
+        # Transport first: uvloop closes it on an RST or EOF but tells the reader a callback
+        # later, and a query written in between fails with RuntimeError, not a driver error.
+        transport = getattr(getattr(self._conn, "_writer", None), "transport", None)
+        if transport is not None and transport.is_closing():
+            return True
+        reader = getattr(self._conn, "_reader", None)
+        if reader is None:
+            return False
+        return bool(reader.at_eof() or reader.exception() or getattr(reader, "eof_received", False))
+
+    def server_info(self) -> str:
+        return str(self._conn.get_server_info())
+
+    def thread_id(self) -> int:
+        return int(self._conn.thread_id())
+
+    async def ping(self) -> None:
+        await self._conn.ping(reconnect=False)
+
+    async def execute(self, sql: str, args: Sequence[object]) -> None:
+        self._cursor = await self._conn.cursor(aiomysql.SSCursor)
+        await self._cursor.execute(sql, tuple(args))
+
+    async def fetch(self, size: int) -> list[Row]:
+        rows: list[Row] = await self._cursor.fetchmany(size)
+        if not rows:
+            self._cursor = None
+        return rows
+
+
+class _Aiomysql:
+    name = "aiomysql"
+
+    async def connect(self, params: ConnectParams) -> Connection:
+        conn = aiomysql.Connection(
+            host=params.host,
+            port=params.port,
+            user=params.user,
+            password=params.password,
+            db=params.database,
+            charset="utf8mb4",
+            autocommit=True,
+            connect_timeout=params.connect_timeout,
+            program_name=params.program_name,
+        )
+        try:
+            # aiomysql bounds only the TCP connect; a peer that accepts and then says nothing
+            # would hang the handshake forever. The private `_connect` (what aiomysql.connect
+            # awaits) lets us close the half-open socket when the deadline cancels it.
+            async with asyncio.timeout(params.connect_timeout):
+                await conn._connect()
+        except RuntimeError as exc:
+            # aiomysql's (and uvloop's) word for a socket the peer closed mid-handshake, say a
+            # proxy in front of a restarting server resetting what it just accepted: a lost
+            # connection (503), not a bug (500).
+            conn.close()
+            raise pymysql.err.OperationalError(
+                2013, f"Lost connection while connecting: {exc}"
+            ) from exc
+        except BaseException:
+            conn.close()
+            raise
+        return _AiomysqlConnection(conn)
