@@ -277,6 +277,25 @@ async def test_query_time_out_discards_the_connection(start_db: StartDB, sql: SQ
     assert stats.closed_total == {"timeout": 1}
 
 
+async def test_query_time_out_bounds_each_wait_for_rows_not_the_whole_transfer(
+    start_db: StartDB,
+) -> None:
+    """A result whose transfer outlasts DB_QUERY_TIMEOUT is read whole while rows keep coming;
+    the consumer's sleep stands in for encoding a big table (1,000 rows, 16 chunks)."""
+    db = await start_db(DB_QUERY_TIMEOUT="0.3")
+    chunks: list[int] = []
+
+    def slow(chunk: list[Any]) -> None:
+        chunks.append(len(chunk))
+        time.sleep(0.05)
+
+    started = time.monotonic()
+    await db.fetch_chunks("SELECT seq FROM seq_1_to_1000", (), slow)
+    assert time.monotonic() - started > 0.6
+    assert sum(chunks) == 1000
+    assert db.stats().closed_total == {}
+
+
 async def test_acquire_time_out_when_the_pool_is_exhausted(start_db: StartDB) -> None:
     db = await start_db(DB_POOL_SIZE="1", DB_ACQUIRE_TIMEOUT="0.2")
     held = await db._pool.acquire(5)
