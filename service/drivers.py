@@ -80,6 +80,13 @@ def driver(name: str) -> Driver:
     raise ValueError(f"unknown driver {name!r}; one of {', '.join(NAMES)}")
 
 
+def _lost_while_connecting(exc: RuntimeError) -> pymysql.err.OperationalError:
+    """uvloop's word (through either driver) for a socket the peer closed mid-handshake, say a
+    proxy in front of a restarting server resetting what it just accepted: a lost connection
+    (503), not a bug (500)."""
+    return pymysql.err.OperationalError(2013, f"Lost connection while connecting: {exc}")
+
+
 # -- asyncmy ----------------------------------------------------------------------------------
 
 
@@ -155,10 +162,14 @@ class _Asyncmy:
             connect_timeout=max(1.0, params.connect_timeout),
             program_name=params.program_name,
         )
-        with _as_pymysql():
-            # asyncmy closes its socket itself when the deadline cancels the handshake.
-            async with asyncio.timeout(params.connect_timeout):
-                await conn.connect()
+        try:
+            with _as_pymysql():
+                # asyncmy closes its socket itself when the deadline cancels the handshake.
+                async with asyncio.timeout(params.connect_timeout):
+                    await conn.connect()
+        except RuntimeError as exc:
+            conn.close()
+            raise _lost_while_connecting(exc) from exc
         return _AsyncmyConnection(conn)
 
 
@@ -235,13 +246,8 @@ class _Aiomysql:
             async with asyncio.timeout(params.connect_timeout):
                 await conn._connect()
         except RuntimeError as exc:
-            # aiomysql's (and uvloop's) word for a socket the peer closed mid-handshake, say a
-            # proxy in front of a restarting server resetting what it just accepted: a lost
-            # connection (503), not a bug (500).
             conn.close()
-            raise pymysql.err.OperationalError(
-                2013, f"Lost connection while connecting: {exc}"
-            ) from exc
+            raise _lost_while_connecting(exc) from exc
         except BaseException:
             conn.close()
             raise

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import aiomysql
+import asyncmy
 import pytest
 
 from service.db import FETCH_CHUNK_ROWS, Database
@@ -226,20 +227,21 @@ async def test_fetch_when_the_server_is_unreachable_is_unavailable(
         await db.close(grace=1)
 
 
+@pytest.mark.parametrize("driver", [aiomysql.Connection, asyncmy.Connection])
 async def test_a_socket_closed_during_the_handshake_is_a_lost_connection(
-    start_db: StartDB, monkeypatch: pytest.MonkeyPatch
+    start_db: StartDB, monkeypatch: pytest.MonkeyPatch, driver: type
 ) -> None:
-    """An injected fault: aiomysql raises RuntimeError when the peer closed the socket before it
-    set its options (seen under the cluster simulation, a proxy resetting what it accepted while
-    the server restarts). That is an outage (503), not a bug (500). aiomysql's own behaviour,
-    so that driver whatever DB_DRIVER says."""
-    db = await start_db(DB_POOL_MIN_SIZE="0", DB_DRIVER="aiomysql")
+    """An injected fault: both drivers raise uvloop's RuntimeError when the peer closed the
+    socket before they set its options (seen under the cluster simulation, a proxy resetting
+    what it accepted while the server restarts). That is an outage (503), not a bug (500)."""
+    name = driver.__module__.split(".")[0]
+    db = await start_db(DB_POOL_MIN_SIZE="0", DB_DRIVER=name)
 
     def socket_gone(self: Any) -> None:
         raise RuntimeError("Transport does not expose socket instance")
 
     with monkeypatch.context() as patched:
-        patched.setattr(aiomysql.Connection, "_set_keep_alive", socket_gone)
+        patched.setattr(driver, "_set_keep_alive", socket_gone)
         with pytest.raises(DatabaseUnavailable, match="cannot connect"):
             await db.fetch("SELECT 1")
     assert db.health.status().message == "lost: the connection broke while it was being opened"
