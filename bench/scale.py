@@ -51,6 +51,7 @@ DEFAULT_CACHE_MAX_BYTES: Final = 67_108_864
 QUERY_TIMEOUT: Final = "60"  # the default 5 s would cut off the bigger tables' query
 ANSWER_TIMEOUT: Final = 600.0  # the client's, per request: never the limit of a cold load
 SETTLE: Final = 0.5
+ERROR_CHARS: Final = 300
 TARGET_COLD_RATIO: Final = 3.0
 TARGET_STALL: Final = 0.020
 TARGET_CORE: Final = 0.10
@@ -78,12 +79,14 @@ class _ColdLoad:
     gzip_bytes: int  # as received
     body_bytes: int  # decompressed: the JSON
     rows: int | None  # in the JSON array; None when the body is none
+    error: str  # the body's start when it is no list
     livez: _Polls
     hit: _Polls
     baseline_rss: int
     sampled_rss: int  # highest VmRSS sample during the load
     peak_rss: int  # VmHWM after the load
     db: Delta
+    queries: float  # the service's own count of its list queries
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +96,7 @@ class _Burst:
     complete: int  # answers 200 with the cold load's byte count
     statuses: list[int]
     db: Delta
+    queries: float  # the service's own count of its list queries
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +126,11 @@ class _Result:
     cold: _ColdLoad
     upkeep: _Upkeep
     burst: _Burst
+
+    @property
+    def loaded(self) -> bool:
+        """The cold load answered 200 with every row."""
+        return self.cold.status == 200 and self.cold.rows == self.rows
 
     @property
     def fastest_raw(self) -> float:
@@ -155,6 +164,8 @@ async def _start(ctx: Context, db: GrowingDatabase, driver: str, budget: int, la
         "DB_DRIVER": driver,
         "CACHE_MAX_BYTES": str(budget),
         "DB_QUERY_TIMEOUT": QUERY_TIMEOUT,
+        # The whole list is what is measured: the default limit refuses the bigger sizes.
+        "MAX_LIST_BYTES": str(budget),
     }
     server = ctx.processes.service(env, label)
     await server.wait_ready()
@@ -193,14 +204,17 @@ async def _watch_rss(server: Server, stop: asyncio.Event) -> int:
     return highest
 
 
-def _unpack(answer: Answer) -> tuple[int, int | None]:
-    """The decompressed body's bytes, and the rows of its JSON array (None: not one)."""
+def _unpack(answer: Answer) -> tuple[int, int | None, str]:
+    """The decompressed body's bytes; the rows of its JSON array, or None and the body's first
+    characters when it is none (an error's words)."""
     raw = gzip.decompress(answer.body) if answer.encoding == "gzip" else answer.body
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return len(raw), None
-    return len(raw), len(value) if isinstance(value, list) else None
+        value = None
+    if isinstance(value, list):
+        return len(raw), len(value), ""
+    return len(raw), None, raw[:ERROR_CHARS].decode("utf-8", errors="replace")
 
 
 async def _cold_load(ctx: Context, server: Server) -> _ColdLoad:
@@ -212,6 +226,7 @@ async def _cold_load(ctx: Context, server: Server) -> _ColdLoad:
             await _expect_ok(client, server.url, path)
         await asyncio.sleep(SETTLE)
         baseline = server.memory().rss
+        queries = await _queries(load, server.url)
         before = await ctx.read_status()
         stop = asyncio.Event()
         with gc_paused():
@@ -228,9 +243,10 @@ async def _cold_load(ctx: Context, server: Server) -> _ColdLoad:
                 sampled = await rss
         delta = await ctx.read_status() - before
         peak = server.memory().peak
+        queries = await _queries(load, server.url) - queries
     finally:
         await asyncio.gather(*(c.close() for c in clients))
-    body_bytes, rows = _unpack(answer)
+    body_bytes, rows, error = _unpack(answer)
     return _ColdLoad(
         answer.latency,
         answer.status,
@@ -239,13 +255,20 @@ async def _cold_load(ctx: Context, server: Server) -> _ColdLoad:
         len(answer.body),
         body_bytes,
         rows,
+        error,
         livez_polls,
         hit_polls,
         baseline,
         sampled,
         peak,
         delta,
+        queries,
     )
+
+
+async def _queries(client: aiohttp.ClientSession, url: str) -> float:
+    """The list's statements the service has run: Com_select counts every client's."""
+    return (await scrape(client, url)).total("cmapi_db_query_seconds_count", resource=LIST_RESOURCE)
 
 
 async def _loads(client: aiohttp.ClientSession, url: str) -> float:
@@ -311,11 +334,13 @@ async def _burst(ctx: Context, server: Server, gzip_bytes: int) -> _Burst:
         with gc_paused():
             tasks = [asyncio.create_task(one(c)) for c in clients]
             await asyncio.sleep(0.1)  # every task is now parked on the event
+            queries = await _queries(clients[0], server.url)
             before = await ctx.read_status()
             fired = time.perf_counter()
             go.set()
             answers = await asyncio.gather(*tasks)
             delta = await ctx.read_status() - before
+            queries = await _queries(clients[0], server.url) - queries
     finally:
         await asyncio.gather(*(c.close() for c in clients))
     done = [end - fired for status, size, end in answers if status == 200 and size == gzip_bytes]
@@ -325,6 +350,7 @@ async def _burst(ctx: Context, server: Server, gzip_bytes: int) -> _Burst:
         len(done),
         [status for status, _, _ in answers],
         delta,
+        queries,
     )
 
 
@@ -365,12 +391,24 @@ async def _measure(
     return _Result(db.user_rows, driver, known, budget, raw, cold, upkeep, burst)
 
 
+def _warn_if_shared(what: str, db: Delta, queries: float) -> None:
+    """Com_select counts every client of the server: say when it saw more than the service."""
+    if db.selects != queries:
+        say(
+            f"    WARNING: {what}: the database counted {db.selects} SELECTs, the service ran "
+            f"{queries:g}: another client used the database server meanwhile"
+        )
+
+
 def _describe_cold(cold: _ColdLoad) -> None:
     say(
         f"    cold load: {cold.status} {cold.x_cache}, {cold.seconds:.3f} s, "
-        f"{mb(cold.body_bytes)} JSON ({mb(cold.gzip_bytes)} gzip), {cold.rows} rows, "
-        f"{cold.db.selects} SELECTs"
+        f"{mb(cold.body_bytes)} JSON ({mb(cold.gzip_bytes)} gzip), {cold.rows} rows; "
+        f"database: {cold.db.describe()}; service: {cold.queries:g} {LIST_RESOURCE} queries"
     )
+    if cold.error:
+        say(f"    cold load answered: {cold.error}")
+    _warn_if_shared("cold load", cold.db, cold.queries)
     say(
         f"    meanwhile: {LIVEZ_PATH} worst {ms(cold.livez.worst)} of {len(cold.livez.latencies)}"
         f", {HIT_PATH} hit worst {ms(cold.hit.worst)} of {len(cold.hit.latencies)}; RSS "
@@ -385,13 +423,16 @@ def _describe_upkeep(upkeep: _Upkeep) -> None:
         f"{upkeep.seconds:.1f} s, {upkeep.loads:g} loads, {upkeep.db.selects} SELECTs, "
         f"{upkeep.cpu:.3f} CPU s = {upkeep.core:.1%} of a core"
     )
+    _warn_if_shared("dashboard", upkeep.db, upkeep.loads)
 
 
 def _describe_burst(burst: _Burst) -> None:
     say(
         f"    {TABS} cold requests at once: first complete after {burst.first:.3f} s, last "
-        f"{burst.last:.3f} s, {burst.complete}/{TABS} complete, {burst.db.selects} SELECTs"
+        f"{burst.last:.3f} s, {burst.complete}/{TABS} complete; database: {burst.db.describe()}"
+        f"; service: {burst.queries:g} {LIST_RESOURCE} queries"
     )
+    _warn_if_shared(f"{TABS} cold requests", burst.db, burst.queries)
 
 
 async def _size(
@@ -432,15 +473,19 @@ def _cells(r: _Result) -> tuple[str, ...]:
         f"{r.cold.body_bytes / 1e6:.1f}",
         *(f"{r.raw[d].seconds:.3f}" for d in rawfetch.DRIVERS),
         f"{r.cold.seconds:.3f}",
-        f"{r.burst.first:.3f}",
+        _fixed(r.burst.first, 3),
         f"{r.cold.livez.worst * 1000:.1f}",
         f"{r.cold.hit.worst * 1000:.1f}",
         f"{r.cold.baseline_rss / 1e6:.1f}",
         f"{r.cold.peak_rss / 1e6:.1f}",
-        f"{r.upkeep.per_refresh:.3f}",
+        _fixed(r.upkeep.per_refresh, 3),
         f"{r.upkeep.core:.1%}",
         str(r.burst.db.selects),
     )
+
+
+def _fixed(value: float, decimals: int) -> str:
+    return "-" if math.isnan(value) else f"{value:.{decimals}f}"
 
 
 def _row(r: _Result) -> Row:
@@ -455,6 +500,7 @@ def _row(r: _Result) -> Row:
             "driver": r.driver,
             "driver_known_to_service": r.driver_known,
             "cache_max_bytes": r.budget,
+            "max_list_bytes": r.budget,
             "body_bytes": r.cold.body_bytes,
             "gzip_bytes": r.cold.gzip_bytes,
             "raw_fetch_seconds": {d: f.seconds for d, f in r.raw.items()},
@@ -463,10 +509,15 @@ def _row(r: _Result) -> Row:
             "cold_load_status": r.cold.status,
             "cold_load_rows": r.cold.rows,
             "cold_load_selects": r.cold.db.selects,
+            "cold_load_error": r.cold.error,
             "first_waiter_seconds": r.burst.first,
             "last_waiter_seconds": r.burst.last,
             "burst_complete": r.burst.complete,
             "burst_selects": r.burst.db.selects,
+            "burst_connections_opened": r.burst.db.connections,
+            "burst_service_queries": r.burst.queries,
+            "cold_load_connections_opened": r.cold.db.connections,
+            "cold_load_service_queries": r.cold.queries,
             "worst_livez_seconds": r.cold.livez.worst,
             "livez_polls": len(r.cold.livez.latencies),
             "worst_hit_seconds": r.cold.hit.worst,
@@ -506,7 +557,7 @@ def _claims(r: _Result, core_rows: int) -> list[Claim]:
             f"cold load vs fastest raw fetch, {at}",
             f"{r.cold.seconds:.3f} s (fastest raw {r.fastest_raw:.3f} s)",
             f"<= {TARGET_COLD_RATIO:g} x raw = {limit:.3f} s",
-            r.cold.seconds <= limit,
+            r.loaded and r.cold.seconds <= limit,
         ),
         Claim(
             NAME,
@@ -525,7 +576,8 @@ def _claims(r: _Result, core_rows: int) -> list[Claim]:
         Claim(
             NAME,
             f"SELECTs for {TABS} cold requests, {at}",
-            f"{r.burst.db.selects} (single cold load: {r.cold.db.selects})",
+            f"{r.burst.db.selects} (single cold load: {r.cold.db.selects}; the service's own "
+            f"count of its {LIST_RESOURCE} queries: {r.burst.queries:g} and {r.cold.queries:g})",
             "== 1",
             r.burst.db.selects == 1 and r.cold.db.selects == 1,
         ),
@@ -542,7 +594,7 @@ def _claims(r: _Result, core_rows: int) -> list[Claim]:
             f"cold load {r.cold.status} with {r.cold.rows} rows, {r.burst.complete}/{TABS} "
             f"burst answers complete, {r.errors} errors in all",
             f"200 with {r.rows:,} rows, {TABS}/{TABS}, 0 errors",
-            r.cold.rows == r.rows and r.cold.status == 200 and r.errors == 0,
+            r.loaded and r.errors == 0,
         ),
     ]
     if r.rows == core_rows:
@@ -585,8 +637,8 @@ def scenario(drivers: Sequence[str] = SERVICE_DRIVERS) -> Scenario:
         heading(
             f"{NAME}: cold GET {LIST_PATH} (gzip) at {', '.join(f'{s:,}' for s in sizes)} user "
             f"rows; raw fetch with {' and '.join(rawfetch.DRIVERS)}; service with DB_DRIVER "
-            f"{' and '.join(drivers)}, CACHE_MAX_BYTES {BUDGET_BODIES} x a guessed body, "
-            f"DB_QUERY_TIMEOUT {QUERY_TIMEOUT} s, other settings default"
+            f"{' and '.join(drivers)}, CACHE_MAX_BYTES and MAX_LIST_BYTES {BUDGET_BODIES} x a "
+            f"guessed body, DB_QUERY_TIMEOUT {QUERY_TIMEOUT} s, other settings default"
         )
         db = GrowingDatabase(ctx.db.addr, data.ACC_ROWS, SEED, ctx.workdir)
         results: list[_Result] = []
@@ -618,7 +670,7 @@ def scenario(drivers: Sequence[str] = SERVICE_DRIVERS) -> Scenario:
         # Per size: two service starts and the pauses, the dashboard window; per row: the rows
         # generated and loaded, eight raw reads, and per driver the loads, burst and checks.
         per_size = 4 + len(drivers) * (upkeep + 4)
-        per_row = 60e-6 + 40e-6 + len(drivers) * 30e-6
+        per_row = 55e-6 + 100e-6 + len(drivers) * 35e-6
         return sum(per_size + rows * per_row for rows in sizes)
 
     return Scenario(NAME, run, seconds)
