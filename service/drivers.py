@@ -139,10 +139,18 @@ class _AsyncmyConnection:
             await self._cursor.execute(sql, tuple(args))
 
     async def fetch(self, size: int) -> list[Row]:
+        # asyncmy reads whatever the server sends, however slowly rows are taken: a big result
+        # piles up in its buffer (memory, and long memmoves on the loop). Reading only while
+        # a fetch waits for data lets TCP hold the server back instead.
+        transport = self._conn._transport
+        if transport is not None:
+            transport.resume_reading()
         with _as_pymysql():
             rows: list[Row] = await self._cursor.fetchmany(size)
         if not rows:
             self._cursor = None
+        elif transport is not None and not transport.is_closing():
+            transport.pause_reading()
         return rows
 
 
