@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
@@ -23,6 +24,8 @@ import pymysql
 NAMES: Final = ("asyncmy", "aiomysql")
 
 Row = tuple[Any, ...]
+
+RECEIVE_BUFFER_BYTES: Final = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +161,7 @@ class _Asyncmy:
     name = "asyncmy"
 
     async def connect(self, params: ConnectParams) -> Connection:
-        conn = asyncmy.Connection(  # type: ignore[no-untyped-call]
+        conn: Any = asyncmy.Connection(  # type: ignore[no-untyped-call]
             host=params.host,
             port=params.port,
             user=params.user,
@@ -178,6 +181,10 @@ class _Asyncmy:
         except RuntimeError as exc:
             conn.close()
             raise _lost_while_connecting(exc) from exc
+        # asyncmy parses every row already received at once: a bounded kernel buffer keeps
+        # what one fetch finds, and so each step of the event loop, short.
+        sock = conn._transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
         return _AsyncmyConnection(conn)
 
 
