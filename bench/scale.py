@@ -76,7 +76,8 @@ class _ColdLoad:
     status: int
     x_cache: str
     etag: str | None
-    gzip_bytes: int  # as received
+    encoding: str  # Content-Encoding: gzip, or identity when gzip was asked for but not sent
+    received_bytes: int
     body_bytes: int  # decompressed: the JSON
     rows: int | None  # in the JSON array; None when the body is none
     error: str  # the body's start when it is no list
@@ -95,6 +96,7 @@ class _Burst:
     last: float
     complete: int  # answers 200 with the cold load's byte count
     statuses: list[int]
+    encodings: list[str]
     db: Delta
     queries: float  # the service's own count of its list queries
 
@@ -252,6 +254,7 @@ async def _cold_load(ctx: Context, server: Server) -> _ColdLoad:
         answer.status,
         answer.x_cache,
         answer.etag,
+        answer.encoding or "identity",
         len(answer.body),
         body_bytes,
         rows,
@@ -309,25 +312,39 @@ async def _upkeep(ctx: Context, server: Server, etag: str | None, seconds: float
     return _Upkeep(elapsed, cpu, loads, statuses, delta)
 
 
-async def _drain(client: aiohttp.ClientSession, url: str) -> tuple[int, int, float]:
+@dataclass(frozen=True, slots=True)
+class _Drained:
+    status: int
+    encoding: str
+    size: int  # bytes received
+    finished: float  # perf_counter at the last byte
+
+    def complete(self, sizes: dict[str, int]) -> bool:
+        """200 with the byte count `sizes` holds for its encoding; without one (a gzip answer
+        where the cold load got identity), its status alone decides."""
+        return self.status == 200 and sizes.get(self.encoding, self.size) == self.size
+
+
+async def _drain(client: aiohttp.ClientSession, url: str) -> _Drained:
     """GET the list with gzip accepted, its body counted and dropped (TABS copies of a big list
-    would fill the memory): status, bytes, perf_counter at the last byte."""
+    would fill the memory)."""
     async with client.get(url + LIST_PATH, headers={"Accept-Encoding": "gzip"}) as resp:
         size = 0
         async for chunk in resp.content.iter_chunked(1 << 20):
             size += len(chunk)
-        return resp.status, size, time.perf_counter()
+        encoding = resp.headers.get("Content-Encoding", "identity")
+        return _Drained(resp.status, encoding, size, time.perf_counter())
 
 
-async def _burst(ctx: Context, server: Server, gzip_bytes: int) -> _Burst:
+async def _burst(ctx: Context, server: Server, cold: _ColdLoad) -> _Burst:
     """TABS identical cold GETs of the list, each on its own warm connection, released at once;
-    complete when 200 with the cold load's byte count."""
+    complete when 200 with the cold load's byte count for that encoding."""
     clients = [session(1, ANSWER_TIMEOUT) for _ in range(TABS)]
     try:
         await asyncio.gather(*(_expect_ok(c, server.url, LIVEZ_PATH) for c in clients))
         go = asyncio.Event()
 
-        async def one(client: aiohttp.ClientSession) -> tuple[int, int, float]:
+        async def one(client: aiohttp.ClientSession) -> _Drained:
             await go.wait()
             return await _drain(client, server.url)
 
@@ -343,12 +360,14 @@ async def _burst(ctx: Context, server: Server, gzip_bytes: int) -> _Burst:
             queries = await _queries(clients[0], server.url) - queries
     finally:
         await asyncio.gather(*(c.close() for c in clients))
-    done = [end - fired for status, size, end in answers if status == 200 and size == gzip_bytes]
+    sizes = {"identity": cold.body_bytes, cold.encoding: cold.received_bytes}
+    done = [a.finished - fired for a in answers if a.complete(sizes)]
     return _Burst(
         min(done, default=math.nan),
         max(done, default=math.nan),
         len(done),
-        [status for status, _, _ in answers],
+        [a.status for a in answers],
+        [a.encoding for a in answers],
         delta,
         queries,
     )
@@ -384,7 +403,7 @@ async def _measure(
     server.check_alive()
     ctx.processes.stop(server)
     server = await _start(ctx, db, driver, budget, f"{label}-burst")
-    burst = await _burst(ctx, server, cold.gzip_bytes)
+    burst = await _burst(ctx, server, cold)
     server.check_alive()
     ctx.processes.stop(server)
     _describe_burst(burst)
@@ -403,7 +422,8 @@ def _warn_if_shared(what: str, db: Delta, queries: float) -> None:
 def _describe_cold(cold: _ColdLoad) -> None:
     say(
         f"    cold load: {cold.status} {cold.x_cache}, {cold.seconds:.3f} s, "
-        f"{mb(cold.body_bytes)} JSON ({mb(cold.gzip_bytes)} gzip), {cold.rows} rows; "
+        f"{mb(cold.body_bytes)} JSON received as {mb(cold.received_bytes)} {cold.encoding}, "
+        f"{cold.rows} rows; "
         f"database: {cold.db.describe()}; service: {cold.queries:g} {LIST_RESOURCE} queries"
     )
     if cold.error:
@@ -429,7 +449,8 @@ def _describe_upkeep(upkeep: _Upkeep) -> None:
 def _describe_burst(burst: _Burst) -> None:
     say(
         f"    {TABS} cold requests at once: first complete after {burst.first:.3f} s, last "
-        f"{burst.last:.3f} s, {burst.complete}/{TABS} complete; database: {burst.db.describe()}"
+        f"{burst.last:.3f} s, {burst.complete}/{TABS} complete ({counts(burst.statuses)}, "
+        f"{counts(burst.encodings)}); database: {burst.db.describe()}"
         f"; service: {burst.queries:g} {LIST_RESOURCE} queries"
     )
     _warn_if_shared(f"{TABS} cold requests", burst.db, burst.queries)
@@ -502,7 +523,8 @@ def _row(r: _Result) -> Row:
             "cache_max_bytes": r.budget,
             "max_list_bytes": r.budget,
             "body_bytes": r.cold.body_bytes,
-            "gzip_bytes": r.cold.gzip_bytes,
+            "received_bytes": r.cold.received_bytes,
+            "content_encoding": r.cold.encoding,
             "raw_fetch_seconds": {d: f.seconds for d, f in r.raw.items()},
             "raw_fetch_runs_seconds": {d: f.runs for d, f in r.raw.items()},
             "cold_load_seconds": r.cold.seconds,
@@ -513,6 +535,7 @@ def _row(r: _Result) -> Row:
             "first_waiter_seconds": r.burst.first,
             "last_waiter_seconds": r.burst.last,
             "burst_complete": r.burst.complete,
+            "burst_encodings": counts(r.burst.encodings),
             "burst_selects": r.burst.db.selects,
             "burst_connections_opened": r.burst.db.connections,
             "burst_service_queries": r.burst.queries,
