@@ -133,10 +133,7 @@ class _Store(TTLCache[Hashable, Entry]):
             return None
 
 
-# Called with background=True for a stale-while-revalidate refresh that no request waits for:
-# such a load should yield to the event loop often, so that the hits it runs beside stay fast.
-# A load that requests wait for (a miss) should rather finish as soon as it can.
-Loader = Callable[[bool], Awaitable[Document]]
+Loader = Callable[[], Awaitable[Document]]
 
 
 @dataclass(slots=True)
@@ -216,7 +213,7 @@ class ReadThroughCache:
             if age < self.ttl + self.stale_while_revalidate:
                 if key not in self._inflight and self._recent_failure(key, now) is None:
                     self._counters.refreshes += 1
-                    self._start(key, load, now, background=True)
+                    self._start(key, load, now)
                 return Lookup(entry, Outcome.STALE, age, self.ttl - age, "revalidating")
         task = self._inflight.get(key)
         outcome = Outcome.COALESCED
@@ -228,7 +225,7 @@ class ReadThroughCache:
                     raise failure.error.with_traceback(None)
                 return stale
             outcome = Outcome.MISS
-            task = self._start(key, load, now, background=False)
+            task = self._start(key, load, now)
         self._waiting += 1
         try:
             # A waiter that is cancelled (client gone) leaves the load running for the others.
@@ -287,10 +284,8 @@ class ReadThroughCache:
             return None
         return Lookup(entry, Outcome.STALE, age, self.ttl - age, "stale-if-error")
 
-    def _start(
-        self, key: Hashable, load: Loader, now: float, *, background: bool
-    ) -> asyncio.Task[Entry]:
-        task = asyncio.create_task(self._load(key, load, now, background))
+    def _start(self, key: Hashable, load: Loader, now: float) -> asyncio.Task[Entry]:
+        task = asyncio.create_task(self._load(key, load, now))
         self._inflight[key] = task
 
         def finished(done: asyncio.Task[Entry]) -> None:
@@ -303,9 +298,9 @@ class ReadThroughCache:
         task.add_done_callback(finished)
         return task
 
-    async def _load(self, key: Hashable, load: Loader, started: float, background: bool) -> Entry:
+    async def _load(self, key: Hashable, load: Loader, started: float) -> Entry:
         try:
-            document = await load(background)
+            document = await load()
         except self.failure_types as exc:
             self._counters.load_errors += 1
             self._remember(key, _Failure(exc, self.clock(), self.retry_interval, outage=True))

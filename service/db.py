@@ -38,11 +38,10 @@ _SERVER_GONE_ERRORS: Final = frozenset({1040, 1053, 1077, 1152, 1153, 1156, 1927
 # The server stopped the statement itself: interrupted (1317), MariaDB max_statement_time
 # (1969), MySQL max_execution_time (3024). A time-out like ours, so also worth a retry.
 _SERVER_TIMEOUT_ERRORS: Final = frozenset({1317, 1969, 3024})
-# A result is read in chunks, yielding to the event loop between them: small ones when other
-# requests should not wait behind the row decoding (a background refresh), large ones when
-# requests wait for this very result (a cold miss finishes sooner).
-FETCH_CHUNK_ROWS: Final = 64
-FETCH_CHUNK_ROWS_URGENT: Final = 256
+# A result is read in chunks, yielding to the event loop between them: small enough that other
+# requests do not wait long behind one, large enough that the per-chunk cost stays small
+# (bench/README.md).
+FETCH_CHUNK_ROWS: Final = 256
 
 
 class QueryObserver(Protocol):
@@ -216,20 +215,18 @@ class Database:
         args: Sequence[object],
         consume: Callable[[list[Row]], None],
         *,
-        urgent: bool = False,
         resource: str = "other",
     ) -> None:
-        """Run one statement, handing its rows to `consume` in chunks (FETCH_CHUNK_ROWS, or
-        FETCH_CHUNK_ROWS_URGENT when requests wait for this result). `resource` labels its
-        metrics. Bounded and cleaned up as `_statement` says; DB_QUERY_TIMEOUT bounds each wait
-        for rows, so a big table takes as long as its transfer needs."""
-        size = FETCH_CHUNK_ROWS_URGENT if urgent else FETCH_CHUNK_ROWS
+        """Run one statement, handing its rows to `consume` in chunks of FETCH_CHUNK_ROWS.
+        `resource` labels its metrics. Bounded and cleaned up as `_statement` says;
+        DB_QUERY_TIMEOUT bounds each wait for rows, so a big table takes as long as its
+        transfer needs."""
         async with self._statement(resource) as (conn, wait):
             sent = time.perf_counter()
             await conn.execute(sql, tuple(args))
             while True:
                 wait.restart()
-                chunk = await conn.fetch(size)
+                chunk = await conn.fetch(FETCH_CHUNK_ROWS)
                 if not chunk:
                     break
                 consume(chunk)

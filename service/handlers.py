@@ -52,14 +52,12 @@ class ResourceHandlers:
         if hit is not None:
             return cached_response(request, hit)
 
-        async def load(background: bool) -> Document:
+        async def load() -> Document:
             sql, args = resource.list_query(page)
             settings = app[SETTINGS]
             rows = JsonArray(resource.columns, page.limit, max_bytes=settings.max_list_bytes)
             try:
-                await app[DATABASE].fetch_chunks(
-                    sql, args, rows.add, urgent=not background, resource=self.name
-                )
+                await app[DATABASE].fetch_chunks(sql, args, rows.add, resource=self.name)
             except TooLarge as exc:
                 raise ResultTooLarge(
                     f"this list is larger than MAX_LIST_BYTES ({exc.max_bytes} bytes of JSON, "
@@ -90,7 +88,7 @@ class ResourceHandlers:
         if hit is not None:
             return cached_response(request, hit)
 
-        async def load(background: bool) -> Document:  # one row: nothing to yield for
+        async def load() -> Document:
             rows = await app[DATABASE].fetch(*resource.one_query(key), resource=self.name)
             if not rows:
                 raise NotFound(f"no {self.name} with id {str(key)[:64]!r}")

@@ -283,18 +283,19 @@ async def test_query_time_out_bounds_each_wait_for_rows_not_the_whole_transfer(
     start_db: StartDB,
 ) -> None:
     """A result whose transfer outlasts DB_QUERY_TIMEOUT is read whole while rows keep coming;
-    the consumer's sleep stands in for encoding a big table (1,000 rows, 16 chunks)."""
+    the consumer's sleep stands in for encoding a big table (8 chunks, 0.8 s in all)."""
     db = await start_db(DB_QUERY_TIMEOUT="0.3")
     chunks: list[int] = []
 
     def slow(chunk: list[Any]) -> None:
         chunks.append(len(chunk))
-        time.sleep(0.05)
+        time.sleep(0.1)
 
     started = time.monotonic()
-    await db.fetch_chunks("SELECT seq FROM seq_1_to_1000", (), slow)
+    count = FETCH_CHUNK_ROWS * 8
+    await db.fetch_chunks(f"SELECT seq FROM seq_1_to_{count}", (), slow)
     assert time.monotonic() - started > 0.6
-    assert sum(chunks) == 1000
+    assert chunks == [FETCH_CHUNK_ROWS] * 8
     assert db.stats().closed_total == {}
 
 
