@@ -1,9 +1,9 @@
 """Read-through cache of ready response bodies.
 
 One load per key at a time (single-flight), entries kept as encoded bytes with a strong ETag and
-a gzip copy (made in the background for big bodies), stale-while-revalidate and stale-if-error.
-It knows nothing of HTTP: callers turn a `Lookup` into a response. Storage and byte budget are
-cachetools' TTLCache; the clock is injected.
+a gzip copy, stale-while-revalidate and stale-if-error. It knows nothing of HTTP: callers turn a
+`Lookup` into a response. Storage and byte budget are cachetools' TTLCache; the clock is
+injected.
 
 Ages and windows, measured from the moment the load that produced an entry started:
   age < ttl                          fresh: served as HIT, no database work
@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
-import dataclasses
 import enum
 import gzip
 import hashlib
@@ -183,7 +181,6 @@ class ReadThroughCache:
         self._inflight: dict[Hashable, asyncio.Task[Entry]] = {}
         self._counters = _Counters()
         self._waiting = 0
-        self._compressing: set[asyncio.Task[None]] = set()  # gzip copies of big bodies
 
     @property
     def storing(self) -> bool:
@@ -256,12 +253,8 @@ class ReadThroughCache:
         )
 
     async def close(self) -> None:
-        """Cancel the loads and compressions still running (at shutdown, before the database
-        closes)."""
-        tasks: list[asyncio.Task[Entry] | asyncio.Task[None]] = [
-            *self._inflight.values(),
-            *self._compressing,
-        ]
+        """Cancel the loads still running (at shutdown, before the database closes)."""
+        tasks = list(self._inflight.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -309,7 +302,7 @@ class ReadThroughCache:
             self._remember(key, _Failure(exc, self.clock(), self.ttl, outage=False))
             raise
         self._failures.pop(key, None)
-        entry = await self._entry(key, document, started, self._store.use(key))
+        entry = await self._entry(document, started, self._store.use(key))
         if self._on_load is not None:
             self._on_load(key, self.clock() - started)
         if self.storing:
@@ -338,37 +331,24 @@ class ReadThroughCache:
             for key in [k for k, f in self._failures.items() if now - f.at >= f.hold]:
                 del self._failures[key]
 
-    async def _entry(
-        self, key: Hashable, document: Document, started: float, previous: Entry | None
-    ) -> Entry:
-        """The entry of a loaded document. A big body is hashed in a thread, and its gzip copy
-        made in the background: waiters get the identity body at once, later requests the
-        gzip copy once it is stored."""
+    @staticmethod
+    async def _entry(document: Document, started: float, previous: Entry | None) -> Entry:
         body = document.body
-        if len(body) < IN_THREAD_BYTES:
-            tag = entity_tag(body)
-            unchanged = previous is not None and previous.tag == tag
-            compressed = previous.gzip if previous is not None and unchanged else _gzip(body)
-            return Entry(body, compressed, tag, document.headers, started)
-        # hashlib and zlib release the GIL: the loop keeps serving meanwhile.
-        tag = await asyncio.to_thread(entity_tag, body)
-        if previous is not None and previous.tag == tag:
-            # Unchanged data keeps its ETag (polling clients keep getting 304) and gzip copy.
-            return Entry(body, previous.gzip, tag, document.headers, started)
-        entry = Entry(body, None, tag, document.headers, started)
-        task = asyncio.create_task(self._add_gzip(key, entry))
-        self._compressing.add(task)
-        task.add_done_callback(self._compressing.discard)
-        return entry
+        if len(body) >= IN_THREAD_BYTES:
+            # hashlib and zlib release the GIL: the loop keeps serving meanwhile.
+            tag, compressed = await asyncio.to_thread(_encodings, body, previous)
+        else:
+            tag, compressed = _encodings(body, previous)
+        return Entry(body, compressed, tag, document.headers, started)
 
-    async def _add_gzip(self, key: Hashable, entry: Entry) -> None:
-        if self._store.get(key) is not entry:
-            return  # not stored: too big for the budget, or storing is off
-        compressed = await asyncio.to_thread(_gzip, entry.body)
-        if compressed is None or self._store.get(key) is not entry:
-            return  # replaced by a newer load, or evicted, meanwhile
-        with contextlib.suppress(ValueError):  # with its copy, too big: kept without
-            self._store[key] = dataclasses.replace(entry, gzip=compressed)
+
+def _encodings(body: bytes, previous: Entry | None) -> tuple[str, bytes | None]:
+    """The entity tag and gzip copy of `body`. Unchanged data keeps its gzip copy (its ETag is
+    the same), so polling clients keep getting 304 at no compression cost."""
+    tag = entity_tag(body)
+    if previous is not None and previous.tag == tag:
+        return tag, previous.gzip
+    return tag, _gzip(body)
 
 
 def _gzip(body: bytes) -> bytes | None:

@@ -15,18 +15,14 @@ from collections.abc import Callable
 
 import pytest
 
-from service import cache as cache_module
 from service.cache import (
     ENTRY_OVERHEAD_BYTES,
     IN_THREAD_BYTES,
     Document,
-    Entry,
     Lookup,
     Outcome,
     ReadThroughCache,
 )
-
-from .conftest import wait_until
 
 
 class FakeClock:
@@ -525,53 +521,19 @@ async def test_entries_hold_a_strong_tag_headers_and_a_gzip_copy_of_large_bodies
     assert all(t.isascii() and '"' not in t and len(t) >= 20 for t in tags)
 
 
-async def test_a_big_body_is_served_at_once_and_its_gzip_copy_stored_in_the_background(
+async def test_a_big_body_is_hashed_and_compressed_in_a_thread_and_reused_unchanged(
     make_cache: Callable[..., ReadThroughCache], clock: FakeClock
 ) -> None:
     body = b'{"id": 123456, "login": "someone"}, ' * 20_000  # ~700 KB: past IN_THREAD_BYTES
     assert len(body) >= IN_THREAD_BYTES
     cache, load = make_cache(ttl=5, max_bytes=4 << 20), Loader(body)
-    first = await cache.get("k", load)
-    assert (first.outcome, first.entry.gzip) == (Outcome.MISS, None)
-    await wait_until(lambda: cache_entry(cache, "k").gzip is not None)
-    stored = cache_entry(cache, "k")
-    assert stored.gzip is not None
-    assert gzip.decompress(stored.gzip) == body
-    assert (stored.tag, stored.body, stored.loaded_at) == (first.entry.tag, body, 1000.0)
-    assert cache.stats().bytes == len(body) + len(stored.gzip) + ENTRY_OVERHEAD_BYTES
-    # A refresh with the same bytes keeps the copy; nothing is compressed again.
+    first = (await cache.get("k", load)).entry
+    assert first.gzip is not None
+    assert gzip.decompress(first.gzip) == body
     clock.advance(5)
     again = (await cache.get("k", load)).entry
-    assert again.gzip is stored.gzip
-
-
-async def test_a_big_body_is_compressed_only_when_it_is_stored(
-    make_cache: Callable[..., ReadThroughCache], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A counting wrapper around the real compression tells whether it ran."""
-    calls: list[int] = []
-    real = cache_module._gzip
-
-    def counted(body: bytes) -> bytes | None:
-        calls.append(len(body))
-        return real(body)
-
-    monkeypatch.setattr(cache_module, "_gzip", counted)
-    body = b'{"id": 123456, "login": "someone"}, ' * 20_000
-    too_small = make_cache(max_bytes=len(body))  # the body fits, with the overhead it does not
-    assert (await too_small.get("k", Loader(body))).entry.gzip is None
-    await asyncio.sleep(0.05)
-    assert (too_small.stats().oversize, calls) == (1, [])
-    roomy = make_cache(max_bytes=4 << 20)
-    await roomy.get("k", Loader(body))
-    await wait_until(lambda: cache_entry(roomy, "k").gzip is not None)
-    assert calls == [len(body)]
-
-
-def cache_entry(cache: ReadThroughCache, key: str) -> Entry:
-    hit = cache.fresh(key)
-    assert hit is not None
-    return hit.entry
+    assert again is not first
+    assert (again.tag, again.gzip) == (first.tag, first.gzip)  # the same copy: not made again
 
 
 async def test_an_unchanged_body_keeps_its_tag_and_gzip_copy_across_a_refresh(
