@@ -17,7 +17,10 @@ outage answers may be up to ttl + sie old, and past that the error reaches the c
 from __future__ import annotations
 
 import asyncio
+import base64
 import enum
+import gzip
+import hashlib
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
@@ -26,12 +29,14 @@ from typing import Final, NamedTuple
 import structlog
 from cachetools import TTLCache
 
-from .compression import Encodings, entity_tag, gzip_copy
-
 log = structlog.get_logger(__name__)
 
+# Smaller bodies gain too little from gzip to be worth a second copy.
+GZIP_MIN_BYTES: Final = 1024
 # Hashing and compressing more than this at once would stall the event loop for milliseconds.
 IN_THREAD_BYTES: Final = 256 * 1024
+# Level 5 is the knee between size and compression time for our JSON (bench/README.md).
+GZIP_LEVEL: Final = 5
 # Bookkeeping per entry (key, Entry object, cachetools links), charged against the byte budget so
 # that many tiny entries cannot exceed it unseen.
 ENTRY_OVERHEAD_BYTES: Final = 512
@@ -44,14 +49,18 @@ class Outcome(enum.Enum):
     STALE = "STALE"  # older than the TTL: revalidating in the background, or a load failed
 
 
+def entity_tag(body: bytes) -> str:
+    """A strong ETag's value for `body` (without the quotes): 128 bits of BLAKE2b, URL-safe."""
+    digest = hashlib.blake2b(body, digest_size=16).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
 @dataclass(frozen=True, slots=True)
 class Document:
-    """What a loader returns: the encoded body, headers that belong to it (e.g. Link), and its
-    encodings when the loader made them already."""
+    """What a loader returns: the encoded body and headers that belong to it (e.g. Link)."""
 
     body: bytes
     headers: tuple[tuple[str, str], ...] = ()
-    encodings: Encodings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,10 +131,7 @@ class _Store(TTLCache[Hashable, Entry]):
             return None
 
 
-# Called with waited=True when requests wait for the load (a miss), False for a refresh no
-# request waits for (stale-while-revalidate): only the first is worth making the gzip copy
-# while the rows arrive, at the cost of compressing data that may not have changed.
-Loader = Callable[[bool], Awaitable[Document]]
+Loader = Callable[[], Awaitable[Document]]
 
 
 @dataclass(slots=True)
@@ -204,7 +210,7 @@ class ReadThroughCache:
             if age < self.ttl + self.stale_while_revalidate:
                 if key not in self._inflight and self._recent_failure(key, now) is None:
                     self._counters.refreshes += 1
-                    self._start(key, load, now, waited=False)
+                    self._start(key, load, now)
                 return Lookup(entry, Outcome.STALE, age, self.ttl - age, "revalidating")
         task = self._inflight.get(key)
         outcome = Outcome.COALESCED
@@ -216,7 +222,7 @@ class ReadThroughCache:
                     raise failure.error.with_traceback(None)
                 return stale
             outcome = Outcome.MISS
-            task = self._start(key, load, now, waited=True)
+            task = self._start(key, load, now)
         self._waiting += 1
         try:
             # A waiter that is cancelled (client gone) leaves the load running for the others.
@@ -271,10 +277,8 @@ class ReadThroughCache:
             return None
         return Lookup(entry, Outcome.STALE, age, self.ttl - age, "stale-if-error")
 
-    def _start(
-        self, key: Hashable, load: Loader, now: float, *, waited: bool
-    ) -> asyncio.Task[Entry]:
-        task = asyncio.create_task(self._load(key, load, now, waited))
+    def _start(self, key: Hashable, load: Loader, now: float) -> asyncio.Task[Entry]:
+        task = asyncio.create_task(self._load(key, load, now))
         self._inflight[key] = task
 
         def finished(done: asyncio.Task[Entry]) -> None:
@@ -287,9 +291,9 @@ class ReadThroughCache:
         task.add_done_callback(finished)
         return task
 
-    async def _load(self, key: Hashable, load: Loader, started: float, waited: bool) -> Entry:
+    async def _load(self, key: Hashable, load: Loader, started: float) -> Entry:
         try:
-            document = await load(waited)
+            document = await load()
         except self.failure_types as exc:
             self._counters.load_errors += 1
             self._remember(key, _Failure(exc, self.clock(), self.retry_interval, outage=True))
@@ -329,24 +333,27 @@ class ReadThroughCache:
 
     @staticmethod
     async def _entry(document: Document, started: float, previous: Entry | None) -> Entry:
-        body, made = document.body, document.encodings
-        if made is not None:
-            encodings = made
-        elif len(body) >= IN_THREAD_BYTES:
+        body = document.body
+        if len(body) >= IN_THREAD_BYTES:
             # hashlib and zlib release the GIL: the loop keeps serving meanwhile.
-            encodings = await asyncio.to_thread(_encodings, body, previous)
+            tag, compressed = await asyncio.to_thread(_encodings, body, previous)
         else:
-            encodings = _encodings(body, previous)
-        tag, compressed = encodings.tag, encodings.gzip
-        if previous is not None and previous.tag == tag:
-            compressed = previous.gzip  # one copy in memory, not two equal ones
+            tag, compressed = _encodings(body, previous)
         return Entry(body, compressed, tag, document.headers, started)
 
 
-def _encodings(body: bytes, previous: Entry | None) -> Encodings:
-    """The encodings of `body`. Unchanged data keeps its gzip copy (its ETag is the same), so
-    polling clients keep getting 304 at no compression cost."""
+def _encodings(body: bytes, previous: Entry | None) -> tuple[str, bytes | None]:
+    """The entity tag and gzip copy of `body`. Unchanged data keeps its gzip copy (its ETag is
+    the same), so polling clients keep getting 304 at no compression cost."""
     tag = entity_tag(body)
     if previous is not None and previous.tag == tag:
-        return Encodings(tag, previous.gzip)
-    return Encodings(tag, gzip_copy(body))
+        return tag, previous.gzip
+    return tag, _gzip(body)
+
+
+def _gzip(body: bytes) -> bytes | None:
+    """The gzip copy of `body`, or None when it is small or does not shrink."""
+    if len(body) < GZIP_MIN_BYTES:
+        return None
+    compressed = gzip.compress(body, GZIP_LEVEL, mtime=0)
+    return compressed if len(compressed) < len(body) else None

@@ -8,16 +8,12 @@ import base64
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from typing import Any, Final, Self
+from typing import Any, Final
 
 import orjson
 
-from .compression import Encodings, GzipStream
-
 # Joining more than this at once would hold the event loop for over a millisecond.
 JOIN_IN_THREAD_BYTES: Final = 1024 * 1024
-# Below this, compressing once at the end is cheaper than a worker thread's bookkeeping.
-COMPRESS_ALONG_BYTES: Final = 256 * 1024
 
 
 def _default(value: Any) -> Any:
@@ -68,48 +64,19 @@ class TooLarge(Exception):
 class JsonArray:
     """Rows encoded into one JSON array of objects a chunk at a time, so only one chunk's dicts
     exist at once. With a `limit`, rows past it are not encoded; `more` tells they existed.
-    Past `max_bytes`, `add` raises TooLarge and drops what it holds. With `compress`, a big
-    array's gzip copy and tag are made in a worker thread as the chunks arrive; `close` (or
-    leaving the `with` block) stops that thread if `finish` was not reached."""
+    Past `max_bytes`, `add` raises TooLarge and drops what it holds."""
 
     def __init__(
-        self,
-        columns: Sequence[str],
-        limit: int | None = None,
-        *,
-        max_bytes: int | None = None,
-        compress: bool = False,
+        self, columns: Sequence[str], limit: int | None = None, *, max_bytes: int | None = None
     ) -> None:
         self.columns = columns
         self.limit = limit
         self.count = 0
         self.more = False
         self.last: Mapping[str, Any] | None = None  # the last row encoded
-        self.size = 0  # bytes of the array so far
+        self.size = 2  # bytes of the array so far, brackets included
         self._max_bytes = max_bytes
-        self._parts: list[bytes] = []
-        self._compress = compress
-        self._stream: GzipStream | None = None  # started once the array is big enough
-        self._emit(b"[")
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._stream is not None:
-            self._stream.close()
-
-    def _emit(self, *parts: bytes) -> None:
-        self._parts.extend(parts)
-        self.size += sum(map(len, parts))
-        if self._stream is not None:
-            self._stream.feed(parts)
-        elif self._compress and self.size >= COMPRESS_ALONG_BYTES:
-            self._stream = GzipStream()
-            self._stream.feed(list(self._parts))
+        self._parts: list[bytes] = [b"["]
 
     def add(self, rows: Sequence[Sequence[Any]]) -> None:
         if self.limit is not None and self.count + len(rows) > self.limit:
@@ -118,27 +85,22 @@ class JsonArray:
         if not rows:
             return
         objects = rows_to_objects(self.columns, rows)
-        part = encode(objects)[1:-1]  # the elements, without the brackets
-        if self._max_bytes is not None and self.size + len(part) + 2 > self._max_bytes:
-            self._parts.clear()
-            self.close()
-            raise TooLarge(self._max_bytes, self.count + len(objects))
         if self.count:
-            self._emit(b",", part)
-        else:
-            self._emit(part)
+            self._parts.append(b",")
+            self.size += 1
+        part = encode(objects)[1:-1]  # the elements, without the brackets
+        self._parts.append(part)
+        self.size += len(part)
         self.count += len(objects)
         self.last = objects[-1]
+        if self._max_bytes is not None and self.size > self._max_bytes:
+            self._parts.clear()
+            raise TooLarge(self._max_bytes, self.count)
 
-    async def finish(self) -> tuple[bytes, Encodings | None]:
-        """The array, and its encodings when they were made along (`compress`)."""
-        self._emit(b"]")
+    async def finish(self) -> bytes:
+        self._parts.append(b"]")
         parts, self._parts = self._parts, []
         if self.size < JOIN_IN_THREAD_BYTES:
-            body = b"".join(parts)
-        else:
-            # bytes.join copies without holding the GIL: the loop keeps serving meanwhile.
-            body = await asyncio.to_thread(b"".join, parts)
-        if self._stream is None:  # not asked for, or small: the cache makes them at once
-            return body, None
-        return body, await self._stream.finish(body)
+            return b"".join(parts)
+        # bytes.join copies without holding the GIL: the loop keeps serving meanwhile.
+        return await asyncio.to_thread(b"".join, parts)

@@ -52,23 +52,21 @@ class ResourceHandlers:
         if hit is not None:
             return cached_response(request, hit)
 
-        async def load(waited: bool) -> Document:
+        async def load() -> Document:
             sql, args = resource.list_query(page)
             settings = app[SETTINGS]
-            limit, max_bytes = page.limit, settings.max_list_bytes
-            with JsonArray(resource.columns, limit, max_bytes=max_bytes, compress=waited) as rows:
-                try:
-                    await app[DATABASE].fetch_chunks(sql, args, rows.add, resource=self.name)
-                except TooLarge as exc:
-                    raise ResultTooLarge(
-                        f"this list is larger than MAX_LIST_BYTES ({exc.max_bytes} bytes of "
-                        f"JSON, reached after {exc.rows} rows); ask for pages with ?limit=N (at "
-                        f"most {settings.max_page_size}) and follow each answer's Link header"
-                    ) from None
-                body, encodings = await rows.finish()
+            rows = JsonArray(resource.columns, page.limit, max_bytes=settings.max_list_bytes)
+            try:
+                await app[DATABASE].fetch_chunks(sql, args, rows.add, resource=self.name)
+            except TooLarge as exc:
+                raise ResultTooLarge(
+                    f"this list is larger than MAX_LIST_BYTES ({exc.max_bytes} bytes of JSON, "
+                    f"reached after {exc.rows} rows); ask for pages with ?limit=N (at most "
+                    f"{settings.max_page_size}) and follow each answer's Link header"
+                ) from None
             last = rows.last if rows.more else None
             link = resource.next_link(page, last, f"/{self.name}/")
-            return Document(body, (("Link", link),) if link is not None else (), encodings)
+            return Document(await rows.finish(), (("Link", link),) if link is not None else ())
 
         return cached_response(request, await cache.get(key, load))
 
@@ -90,7 +88,7 @@ class ResourceHandlers:
         if hit is not None:
             return cached_response(request, hit)
 
-        async def load(waited: bool) -> Document:  # one row: nothing to compress along
+        async def load() -> Document:
             rows = await app[DATABASE].fetch(*resource.one_query(key), resource=self.name)
             if not rows:
                 raise NotFound(f"no {self.name} with id {str(key)[:64]!r}")

@@ -17,8 +17,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from . import __version__, errors
-from .cache import Outcome
-from .compression import entity_tag
+from .cache import Outcome, entity_tag
 from .encoding import encode
 from .health import ALIVE, CHECKS, NOT_READY, READY, STATUSES
 from .keys import CATALOG, OPENAPI, SETTINGS

@@ -29,8 +29,7 @@ from multidict import CIMultiDictProxy
 from structlog.testing import capture_logs
 
 from service.app import create_app
-from service.cache import ENTRY_OVERHEAD_BYTES
-from service.compression import GZIP_MIN_BYTES
+from service.cache import ENTRY_OVERHEAD_BYTES, GZIP_MIN_BYTES
 from service.keys import CACHE, DATABASE
 from service.settings import Settings
 

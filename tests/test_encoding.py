@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import gzip
-import threading
 from decimal import Decimal
 
 import orjson
 import pytest
 
-from service.compression import Encodings, entity_tag, gzip_copy
-from service.encoding import (
-    COMPRESS_ALONG_BYTES,
-    JOIN_IN_THREAD_BYTES,
-    JsonArray,
-    TooLarge,
-    encode,
-    rows_to_objects,
-)
-
-from .conftest import wait_until
+from service.encoding import JOIN_IN_THREAD_BYTES, JsonArray, TooLarge, encode, rows_to_objects
 
 
 @pytest.mark.parametrize(
@@ -64,7 +52,7 @@ async def test_json_array_in_chunks_equals_encoding_all_rows_at_once(chunk: int)
     array = JsonArray(COLUMNS)
     for start in range(0, len(ROWS), chunk):
         array.add(ROWS[start : start + chunk])
-    assert (await array.finish())[0] == encode(rows_to_objects(COLUMNS, ROWS))
+    assert await array.finish() == encode(rows_to_objects(COLUMNS, ROWS))
     assert (array.count, array.more) == (len(ROWS), False)
     assert array.last == {"id": 11, "name": "name 11", "balance": Decimal("11.50"), "notes": None}
 
@@ -74,7 +62,7 @@ async def test_json_array_stops_at_the_limit_and_says_more_followed(chunk: int) 
     array = JsonArray(COLUMNS, limit=7)
     for start in range(0, 8, chunk):  # a limit + 1 query: one row more than the limit
         array.add(ROWS[start : min(start + chunk, 8)])
-    assert orjson.loads((await array.finish())[0]) == orjson.loads(
+    assert orjson.loads(await array.finish()) == orjson.loads(
         encode(rows_to_objects(COLUMNS, ROWS[:7]))
     )
     assert (array.count, array.more) == (7, True)
@@ -85,7 +73,7 @@ async def test_json_array_stops_at_the_limit_and_says_more_followed(chunk: int) 
 async def test_json_array_of_nothing_is_an_empty_array() -> None:
     array = JsonArray(COLUMNS, limit=3)
     array.add([])
-    assert (await array.finish())[0] == b"[]"
+    assert await array.finish() == b"[]"
     assert (array.count, array.more, array.last) == (0, False, None)
 
 
@@ -96,29 +84,9 @@ async def test_json_array_counts_its_size_and_joins_a_large_array_in_a_thread() 
     for start in range(0, len(rows), 64):
         array.add(rows[start : start + 64])
     assert array.size > JOIN_IN_THREAD_BYTES
-    body, encodings = await array.finish()
+    body = await array.finish()
     assert body == encode(rows_to_objects(COLUMNS, rows))
     assert array.size == len(body)
-    assert encodings is None
-
-
-@pytest.mark.parametrize("count", [0, 3, 1500])
-async def test_json_array_compressed_along_has_the_tag_and_gzip_copy_of_its_body(
-    count: int,
-) -> None:
-    rows = [(n, "x" * 1000, Decimal(n), None) for n in range(count)]
-    with JsonArray(COLUMNS, compress=True) as array:
-        for start in range(0, len(rows), 64):
-            array.add(rows[start : start + 64])
-        body, encodings = await array.finish()
-    assert body == encode(rows_to_objects(COLUMNS, rows))
-    if count < 1500:  # small: left to the cache
-        assert encodings is None
-        return
-    assert len(body) > COMPRESS_ALONG_BYTES
-    assert encodings == Encodings(entity_tag(body), gzip_copy(body))
-    assert encodings.gzip is not None  # which a gzip reader takes as the body
-    assert gzip.decompress(encodings.gzip) == body
 
 
 def test_json_array_past_its_byte_bound_raises_too_large_and_drops_its_parts() -> None:
@@ -128,12 +96,3 @@ def test_json_array_past_its_byte_bound_raises_too_large_and_drops_its_parts() -
         array.add(ROWS[5:])
     assert (caught.value.max_bytes, caught.value.rows) == (500, 11)
     assert array._parts == []
-
-
-async def test_a_json_array_left_unfinished_stops_its_worker_thread() -> None:
-    before = {t.name for t in threading.enumerate()}
-    big = [(n, "x" * 1000, Decimal(n), None) for n in range(300)]
-    with JsonArray(COLUMNS, compress=True) as array:
-        array.add(big)
-        assert array._stream is not None
-    await wait_until(lambda: {t.name for t in threading.enumerate()} <= before)
