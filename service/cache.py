@@ -19,9 +19,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import enum
-import gzip
 import hashlib
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Final, NamedTuple
@@ -37,6 +37,8 @@ GZIP_MIN_BYTES: Final = 1024
 IN_THREAD_BYTES: Final = 256 * 1024
 # Level 5 is the knee between size and compression time for our JSON (bench/README.md).
 GZIP_LEVEL: Final = 5
+_GZIP_WBITS: Final = 31  # zlib's gzip wrapper with mtime 0
+_SLICE: Final = 4 * 1024 * 1024
 # Bookkeeping per entry (key, Entry object, cachetools links), charged against the byte budget so
 # that many tiny entries cannot exceed it unseen.
 ENTRY_OVERHEAD_BYTES: Final = 512
@@ -352,8 +354,15 @@ def _encodings(body: bytes, previous: Entry | None) -> tuple[str, bytes | None]:
 
 
 def _gzip(body: bytes) -> bytes | None:
-    """The gzip copy of `body`, or None when it is small or does not shrink."""
+    """The gzip copy of `body` (as gzip.compress with mtime 0), or None when it is small or does
+    not shrink."""
     if len(body) < GZIP_MIN_BYTES:
         return None
-    compressed = gzip.compress(body, GZIP_LEVEL, mtime=0)
+    # In slices: zlib assembles each result holding the GIL, which for one big body stalled
+    # the event loop although the compression itself runs in a worker thread.
+    deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, _GZIP_WBITS)
+    view = memoryview(body)
+    pieces = [deflate.compress(view[at : at + _SLICE]) for at in range(0, len(body), _SLICE)]
+    pieces.append(deflate.flush())
+    compressed = b"".join(pieces)
     return compressed if len(compressed) < len(body) else None
