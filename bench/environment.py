@@ -10,7 +10,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Final
 
-PACKAGES: Final = ("aiohttp", "aiomysql", "uvloop", "orjson")
+PACKAGES: Final = ("aiohttp", "asyncmy", "aiomysql", "uvloop", "orjson")
 
 
 def _cpu() -> str:

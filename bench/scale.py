@@ -597,10 +597,13 @@ def _claims(r: _Result, core_rows: int) -> list[Claim]:
         Claim(
             NAME,
             f"SELECTs for {TABS} cold requests, {at}",
-            f"{r.burst.db.selects} (single cold load: {r.cold.db.selects}; the service's own "
-            f"count of its {LIST_RESOURCE} queries: {r.burst.queries:g} and {r.cold.queries:g})",
+            f"{r.burst.db.selects} (the service's own count of its {LIST_RESOURCE} queries: "
+            f"{r.burst.queries:g}; single cold load: {r.cold.queries:g}, while the database "
+            f"counted {r.cold.db.selects} SELECTs, the {HIT_PATH} poller's refreshes included)",
             "== 1",
-            r.burst.db.selects == 1 and r.cold.db.selects == 1,
+            # During a long cold load the cached /acc/ expires and is refreshed: the database's
+            # count is exact for the burst only, which runs nothing else.
+            r.burst.db.selects == 1 and r.cold.queries == 1,
         ),
         Claim(
             NAME,
