@@ -100,10 +100,8 @@ def _as_pymysql() -> Iterator[None]:
         yield
     except asyncmy.errors.MySQLError as exc:
         kind = getattr(pymysql.err, type(exc).__name__, pymysql.err.MySQLError)
-        error = kind(*exc.args)
         # The OSError behind a failed connect (code 2003) tells refused from unreachable.
-        error.__cause__ = exc.__cause__
-        raise error from exc.__cause__
+        raise kind(*exc.args) from exc.__cause__
 
 
 class _AsyncmyConnection:
