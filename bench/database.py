@@ -32,8 +32,13 @@ def server_address() -> ServerAddress:
     )
 
 
-def open_connection(addr: ServerAddress, database: str | None = None) -> pymysql.Connection[Any]:
-    return connect(addr, timeout=10.0, query_timeout=3600.0, database=database)
+def open_connection(
+    addr: ServerAddress, database: str | None = None, *, local_infile: bool = False
+) -> pymysql.Connection[Any]:
+    """`local_infile`: allowed to send a local file to LOAD DATA LOCAL INFILE."""
+    return connect(
+        addr, timeout=10.0, query_timeout=3600.0, database=database, local_infile=local_infile
+    )
 
 
 class BenchDatabase:
@@ -126,7 +131,7 @@ class GrowingDatabase(BenchDatabase):
 
     def grow(self, user_rows: int) -> None:
         """Append generated rows until `user` holds `user_rows`."""
-        conn = _loading_connection(self.addr, self.name)
+        conn = open_connection(self.addr, self.name, local_infile=True)
         try:
             while self.user_rows < user_rows:
                 count = min(LOAD_CHUNK, user_rows - self.user_rows)
@@ -152,23 +157,6 @@ class GrowingDatabase(BenchDatabase):
             warnings = cur.fetchall()
         if loaded != count or warnings:
             raise RuntimeError(f"LOAD DATA took {loaded} of {count} rows; warnings: {warnings}")
-
-
-def _loading_connection(addr: ServerAddress, database: str) -> pymysql.Connection[Any]:
-    """open_connection's settings, allowed to send a local file to LOAD DATA LOCAL INFILE."""
-    return pymysql.connect(
-        host=addr.host,
-        port=addr.port,
-        user=addr.user,
-        password=addr.password,
-        database=database,
-        charset="utf8mb4",
-        connect_timeout=10.0,
-        read_timeout=3600.0,
-        write_timeout=3600.0,
-        autocommit=True,
-        local_infile=True,
-    )
 
 
 def _tsv_field(value: object) -> str:

@@ -433,6 +433,7 @@ def connect(
     database: str | None = None,
     query_timeout: float | None = None,
     multi_statements: bool = False,
+    local_infile: bool = False,
 ) -> pymysql.Connection[Any]:
     # read/write time-outs too: a server frozen by SIGSTOP accepts the TCP connection in the
     # kernel but never sends its greeting.
@@ -449,6 +450,7 @@ def connect(
         write_timeout=io_timeout,
         client_flag=CLIENT.MULTI_STATEMENTS if multi_statements else 0,
         autocommit=True,
+        local_infile=local_infile,
     )
 
 
