@@ -70,8 +70,6 @@ class Connection(Protocol):
 
 
 class Driver(Protocol):
-    name: str
-
     async def connect(self, params: ConnectParams) -> Connection: ...
 
 
@@ -90,6 +88,23 @@ def _lost_while_connecting(exc: RuntimeError) -> pymysql.err.OperationalError:
     return pymysql.err.OperationalError(2013, f"Lost connection while connecting: {exc}")
 
 
+class _DriverConnection:
+    """What both drivers' connections do alike: a driver connection and its current cursor."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        self._cursor: Any = None
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def server_info(self) -> str:
+        return str(self._conn.get_server_info())
+
+    def thread_id(self) -> int:
+        return int(self._conn.thread_id())
+
+
 # -- asyncmy ----------------------------------------------------------------------------------
 
 
@@ -104,17 +119,10 @@ def _as_pymysql() -> Iterator[None]:
         raise kind(*exc.args) from exc.__cause__
 
 
-class _AsyncmyConnection:
-    def __init__(self, conn: Any) -> None:
-        self._conn = conn
-        self._cursor: Any = None
-
+class _AsyncmyConnection(_DriverConnection):
     @property
     def closed(self) -> bool:
         return not self._conn.connected
-
-    def close(self) -> None:
-        self._conn.close()
 
     async def ensure_closed(self) -> None:
         with _as_pymysql():
@@ -123,12 +131,6 @@ class _AsyncmyConnection:
     def looks_dead(self) -> bool:
         # _stream_broken: the transport is closing or the protocol saw EOF or an error.
         return self.closed or bool(self._conn._stream_broken)
-
-    def server_info(self) -> str:
-        return str(self._conn.get_server_info())
-
-    def thread_id(self) -> int:
-        return int(self._conn.thread_id())
 
     async def ping(self) -> None:
         with _as_pymysql():
@@ -156,8 +158,6 @@ class _AsyncmyConnection:
 
 
 class _Asyncmy:
-    name = "asyncmy"
-
     async def connect(self, params: ConnectParams) -> Connection:
         conn: Any = asyncmy.Connection(  # type: ignore[no-untyped-call]
             host=params.host,
@@ -189,17 +189,10 @@ class _Asyncmy:
 # -- aiomysql ---------------------------------------------------------------------------------
 
 
-class _AiomysqlConnection:
-    def __init__(self, conn: Any) -> None:
-        self._conn = conn
-        self._cursor: Any = None
-
+class _AiomysqlConnection(_DriverConnection):
     @property
     def closed(self) -> bool:
         return bool(self._conn.closed)
-
-    def close(self) -> None:
-        self._conn.close()
 
     async def ensure_closed(self) -> None:
         await self._conn.ensure_closed()
@@ -217,12 +210,6 @@ class _AiomysqlConnection:
             return False
         return bool(reader.at_eof() or reader.exception() or getattr(reader, "eof_received", False))
 
-    def server_info(self) -> str:
-        return str(self._conn.get_server_info())
-
-    def thread_id(self) -> int:
-        return int(self._conn.thread_id())
-
     async def ping(self) -> None:
         await self._conn.ping(reconnect=False)
 
@@ -238,8 +225,6 @@ class _AiomysqlConnection:
 
 
 class _Aiomysql:
-    name = "aiomysql"
-
     async def connect(self, params: ConnectParams) -> Connection:
         conn = aiomysql.Connection(
             host=params.host,
