@@ -129,11 +129,20 @@ class PrivateMariaDB:
 
     stop_server() and start_server() stop and restart the server on the same port and data
     directory, for fault tests that take the database away under a running service.
+
+    `options` are more mariadbd options (`--ssl-cert=...`, `--default-time-zone=+05:00`).
     """
 
-    def __init__(self, *, allow_install: bool = False, startup_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        *,
+        allow_install: bool = False,
+        startup_timeout: float = 60.0,
+        options: Sequence[str] = (),
+    ) -> None:
         self._allow_install = allow_install
         self._startup_timeout = startup_timeout
+        self._options = tuple(options)
         self._server_binary: Path | None = None
         self._workdir: Path | None = None
         self._port: int | None = None
@@ -200,6 +209,7 @@ class PrivateMariaDB:
             f"--port={self._port}",
             f"--bind-address={_HOST}",
             *_SERVER_OPTIONS,
+            *self._options,
         ]
         self._process = _spawn(command, workdir / "mariadbd.log", append=True)
         try:
