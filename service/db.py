@@ -23,6 +23,7 @@ from .errors import DatabaseQueryError, DatabaseUnavailable, StartupError
 from .pool import AcquireTimeout, ConnectionPool, PoolClosed, PoolStats
 from .schema import ColumnInfo, TableInfo
 from .settings import Settings
+from .tls import handshake_failure
 
 log = structlog.get_logger(__name__)
 
@@ -53,6 +54,8 @@ class QueryObserver(Protocol):
 
     def query_failed(self, resource: str, kind: str) -> None: ...
 
+    def connection_opened(self, tls_version: str) -> None: ...
+
 
 class _Unobserved:
     def acquired(self, seconds: float) -> None:
@@ -62,6 +65,9 @@ class _Unobserved:
         pass
 
     def query_failed(self, resource: str, kind: str) -> None:
+        pass
+
+    def connection_opened(self, tls_version: str) -> None:
         pass
 
 
@@ -83,6 +89,7 @@ class Database:
         # Told every outcome: what /readyz?verbose and cmapi_db_up say, and the incident log.
         self.health = DatabaseHealth(self.where)
         self._driver = driver(settings.db_driver)
+        self._tls = settings.tls()
         self._pool = ConnectionPool(
             self._connect,
             min_size=settings.db_pool_min_size,
@@ -105,6 +112,7 @@ class Database:
             password=s.db_password.reveal(),
             database=s.db_name,
             connect_timeout=s.db_connection_timeout,
+            tls=self._tls,
         )
         conn = await self._driver.connect(params)
         try:
@@ -113,7 +121,19 @@ class Database:
         except BaseException:
             conn.close()
             raise
+        self._tell_encryption(conn.encryption())
         return conn
+
+    def _tell_encryption(self, encryption: str | None) -> None:
+        """What a new connection's TLS is, for /readyz?verbose, the log and the metrics."""
+        mode = self._tls.mode
+        if encryption is not None:
+            self.health.encrypted(f"{encryption} (DB_SSL_MODE={mode})", as_configured=True)
+            self._observer.connection_opened(encryption.split()[0])
+            return
+        why = "disabled" if mode == "disabled" else "the server offers no TLS"
+        self.health.encrypted(f"none (DB_SSL_MODE={mode}: {why})", as_configured=mode == "disabled")
+        self._observer.connection_opened("none")
 
     async def _limit_statement_time(self, conn: Connection) -> None:
         """Let the server itself stop a runaway SELECT that the service gave up on, instead of
@@ -136,6 +156,9 @@ class Database:
             except (pymysql.err.MySQLError, OSError, TimeoutError) as exc:
                 code = _error_code(exc)
                 detail = _describe(exc)
+                tls_failure = handshake_failure(exc)
+                if tls_failure is not None:  # a certificate or a server no retry will change
+                    raise StartupError(f"cannot use {self.where}: {tls_failure}") from None
                 if isinstance(exc, TimeoutError) and not str(exc):
                     # Our own deadline on the handshake (_connect), which carries no text: a
                     # bare "TimeoutError" would not tell the operator what did not answer.
@@ -341,21 +364,29 @@ def _statement_failure(kind: str, what: str) -> str:
 def _connect_failure(exc: BaseException, s: Settings) -> str:
     """Why a connection could not be opened, named by cause for the status (shown to anyone
     who can reach /readyz, so without address or driver text: the log line has those)."""
+    if handshake_failure(exc) is not None:
+        return f"tls: a connection's TLS handshake failed (DB_SSL_MODE={s.db_ssl_mode})"
     code = _error_code(exc)
     # aiomysql wraps every socket error of a connect as 2003 with the OSError as its cause.
     cause = exc.__cause__ if code == 2003 else exc
     if isinstance(cause, TimeoutError):
         limit = f"DB_CONNECTION_TIMEOUT ({s.db_connection_timeout:g} s)"
         return f"time-out: no answer to a connection attempt within {limit}"
+    if isinstance(cause, OSError) and (unreachable := _unreachable(cause)):
+        return unreachable
+    if code is not None and code not in _CLIENT_ERRORS:  # the server's own answer
+        return f"rejected: the server refused the connection ({code})"
+    return "lost: the connection broke while it was being opened"
+
+
+def _unreachable(cause: OSError) -> str | None:
     if isinstance(cause, ConnectionRefusedError):
         return "refused: nothing accepts connections at the database's address"
     if isinstance(cause, socket.gaierror):
         return "unreachable: the database's host name does not resolve"
-    if isinstance(cause, OSError) and cause.errno in _UNREACHABLE_ERRNOS:
+    if cause.errno in _UNREACHABLE_ERRNOS:
         return "unreachable: no route to the database's host"
-    if code is not None and code not in _CLIENT_ERRORS:  # the server's own answer
-        return f"rejected: the server refused the connection ({code})"
-    return "lost: the connection broke while it was being opened"
+    return None
 
 
 def _error_code(exc: BaseException) -> int | None:

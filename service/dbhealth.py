@@ -51,6 +51,7 @@ class DatabaseHealth:
         # The failure being lived through: logged when it starts, changes kind and ends, so an
         # outage under load is a few lines, not one per request.
         self._incident: _Incident | None = None
+        self.tls = "no connection yet"  # the newest connection's, as `encrypted` was told
 
     def status(self) -> DatabaseStatus:
         return self._status
@@ -93,6 +94,15 @@ class DatabaseHealth:
             previous_kind=None if incident is None else incident.kind,
         )
         self._incident = _Incident(kind, self.clock())
+
+    def encrypted(self, tls: str, *, as_configured: bool) -> None:
+        """A new connection's TLS, described by `tls`; logged when it differs from the one
+        before, as a warning when it is not encrypted although DB_SSL_MODE asked for TLS."""
+        if tls == self.tls:
+            return
+        log_tls = log.info if as_configured else log.warning
+        log_tls("database_tls", tls=tls, previous=self.tls, where=self._where)
+        self.tls = tls
 
     def _set(self, up: bool, message: str) -> None:
         now = self.clock()

@@ -20,6 +20,9 @@ import asyncmy
 import asyncmy.cursors
 import asyncmy.errors
 import pymysql
+from pymysql.constants import CLIENT
+
+from .tls import NO_TLS_ERROR, NO_TLS_TEXT, Tls
 
 NAMES: Final = ("asyncmy", "aiomysql")
 
@@ -36,6 +39,7 @@ class ConnectParams:
     password: str
     database: str
     connect_timeout: float  # bounds the whole handshake, not only the TCP connect
+    tls: Tls
     program_name: str = "cm-api"
 
 
@@ -59,6 +63,10 @@ class Connection(Protocol):
 
     def thread_id(self) -> int:
         """The server's id of this session (CONNECTION_ID(), PROCESSLIST's ID)."""
+
+    def encryption(self) -> str | None:
+        """The TLS version and cipher in use ("TLSv1.3 TLS_AES_256_GCM_SHA384"), None when
+        the connection is not encrypted."""
 
     async def ping(self) -> None: ...
 
@@ -104,6 +112,27 @@ class _DriverConnection:
     def thread_id(self) -> int:
         return int(self._conn.thread_id())
 
+    def encryption(self) -> str | None:
+        tls = self._transport().get_extra_info("ssl_object")
+        if tls is None:
+            return None
+        return f"{tls.version()} {tls.cipher()[0]}"
+
+    def _transport(self) -> asyncio.Transport:
+        raise NotImplementedError
+
+
+def _negotiate_tls(conn: Any, flags: str, required: bool, error: type[Exception]) -> None:
+    """Before the client's first packet: drop the TLS a driver would start against a server
+    that offers none (asyncmy would fail, aiomysql go on in clear), or refuse, before any
+    credentials are sent, when DB_SSL_MODE requires TLS. `flags` names the driver's field."""
+    if conn._ssl_context is None or conn.server_capabilities & CLIENT.SSL:
+        return
+    if required:
+        raise error(NO_TLS_ERROR, NO_TLS_TEXT)
+    conn._ssl_context = None
+    setattr(conn, flags, getattr(conn, flags) & ~CLIENT.SSL)
+
 
 # -- asyncmy ----------------------------------------------------------------------------------
 
@@ -119,10 +148,24 @@ def _as_pymysql() -> Iterator[None]:
         raise kind(*exc.args) from exc.__cause__
 
 
+class _AsyncmyDriverConnection(asyncmy.Connection):
+    def __init__(self, *args: Any, tls_required: bool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        self._tls_required = tls_required
+
+    async def _request_authentication(self) -> None:
+        _negotiate_tls(self, "_client_flag", self._tls_required, asyncmy.errors.OperationalError)
+        await super()._request_authentication()  # type: ignore[misc]
+
+
 class _AsyncmyConnection(_DriverConnection):
     @property
     def closed(self) -> bool:
         return not self._conn.connected
+
+    def _transport(self) -> asyncio.Transport:
+        transport: asyncio.Transport = self._conn._transport
+        return transport
 
     async def ensure_closed(self) -> None:
         with _as_pymysql():
@@ -159,7 +202,7 @@ class _AsyncmyConnection(_DriverConnection):
 
 class _Asyncmy:
     async def connect(self, params: ConnectParams) -> Connection:
-        conn: Any = asyncmy.Connection(  # type: ignore[no-untyped-call]
+        conn: Any = _AsyncmyDriverConnection(
             host=params.host,
             port=params.port,
             user=params.user,
@@ -170,6 +213,8 @@ class _Asyncmy:
             # asyncmy accepts whole seconds >= 1 here; asyncio.timeout below is the real bound.
             connect_timeout=max(1.0, params.connect_timeout),
             program_name=params.program_name,
+            ssl=params.tls.context,
+            tls_required=params.tls.required,
         )
         try:
             with _as_pymysql():
@@ -189,10 +234,24 @@ class _Asyncmy:
 # -- aiomysql ---------------------------------------------------------------------------------
 
 
+class _AiomysqlDriverConnection(aiomysql.Connection):  # type: ignore[misc]
+    def __init__(self, *args: Any, tls_required: bool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._tls_required = tls_required
+
+    async def _request_authentication(self) -> None:
+        _negotiate_tls(self, "client_flag", self._tls_required, pymysql.err.OperationalError)
+        await super()._request_authentication()
+
+
 class _AiomysqlConnection(_DriverConnection):
     @property
     def closed(self) -> bool:
         return bool(self._conn.closed)
+
+    def _transport(self) -> asyncio.Transport:
+        transport: asyncio.Transport = self._conn._writer.transport
+        return transport
 
     async def ensure_closed(self) -> None:
         await self._conn.ensure_closed()
@@ -226,7 +285,7 @@ class _AiomysqlConnection(_DriverConnection):
 
 class _Aiomysql:
     async def connect(self, params: ConnectParams) -> Connection:
-        conn = aiomysql.Connection(
+        conn = _AiomysqlDriverConnection(
             host=params.host,
             port=params.port,
             user=params.user,
@@ -236,6 +295,8 @@ class _Aiomysql:
             autocommit=True,
             connect_timeout=params.connect_timeout,
             program_name=params.program_name,
+            ssl=params.tls.context,
+            tls_required=params.tls.required,
         )
         try:
             # aiomysql bounds only the TCP connect; a peer that accepts and then says nothing

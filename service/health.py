@@ -88,7 +88,7 @@ class Readiness:
     def _database_check(self) -> Check:
         status = self._database.status()
         now = self._database.clock()
-        checked = f"checked {now - status.checked_at:.1f} s ago"
+        checked = f"checked {now - status.checked_at:.1f} s ago; TLS: {self._database.tls}"
         if status.up:
             return Check("database", OK, f"up: {status.message}, {checked}")
         down = f"down for {now - status.since:.0f} s"

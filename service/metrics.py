@@ -200,6 +200,12 @@ class Metrics:
             ["resource", "kind"],
             registry=r,
         )
+        self.connections_tls = Counter(
+            "cmapi_db_connections_tls",
+            "Server connections opened, by TLS version (none: not encrypted)",
+            ["version"],
+            registry=r,
+        )
         self.cache_load_seconds = Histogram(
             "cmapi_cache_load_seconds",
             "Time to fill a cache entry: query, encoding, ETag and gzip copy",
@@ -268,6 +274,9 @@ class Metrics:
 
     def query_failed(self, resource: str, kind: str) -> None:
         self.query_errors.labels(resource, kind).inc()
+
+    def connection_opened(self, tls_version: str) -> None:
+        self.connections_tls.labels(tls_version).inc()
 
     def handler(self) -> Handler:
         """GET /metrics: prometheus-client's own aiohttp exposition (text format, OpenMetrics

@@ -19,6 +19,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, TypeVar
 
+from .tls import MODES, VERIFYING, Tls, TlsFileError, client_tls
+
 T = TypeVar("T", int, float)
 
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
@@ -245,6 +247,10 @@ def _tokens(env: Env, spec: Spec) -> tuple[Secret, ...]:
     return tuple(Secret(t) for t in tokens)
 
 
+def _secret_text(env: Env, spec: Spec) -> Secret:
+    return Secret(env.raw(spec.variable))
+
+
 def _items(env: Env, spec: Spec) -> list[str]:
     return [item.strip() for item in env.raw(spec.variable).split(",") if item.strip()]
 
@@ -430,6 +436,36 @@ class Settings:
         "the same JSON",
         choices=("asyncmy", "aiomysql"),
     )
+    db_ssl_mode: str = setting(
+        "DB_SSL_MODE",
+        "preferred",
+        "TLS to the database, as MySQL's --ssl-mode: disabled; preferred (TLS when the server "
+        "offers it); required (TLS, any certificate); verify_ca (a certificate signed by "
+        "DB_SSL_CA); verify_identity (also naming DB_HOST). Unset with DB_SSL_CA set: verify_ca",
+        choices=MODES,
+        aliases={"verify-ca": "verify_ca", "verify-identity": "verify_identity"},
+    )
+    db_ssl_ca: str = setting(
+        "DB_SSL_CA",
+        "",
+        "file of CA certificates (PEM) the server's certificate must be signed by; required by "
+        "verify_ca and verify_identity, used by no other mode",
+        accepts="path",
+    )
+    db_ssl_cert: str = setting(
+        "DB_SSL_CERT",
+        "",
+        "client certificate file (PEM), for servers that require one (REQUIRE X509)",
+        accepts="path",
+    )
+    db_ssl_key: Secret = setting(  # noqa: RUF009
+        "DB_SSL_KEY",
+        "",
+        "the client certificate's private key file (PEM); unset: the key is in DB_SSL_CERT's file",
+        accepts="path",
+        secret=True,
+        parse=_secret_text,
+    )
     db_check_interval: float = setting(
         "DB_CHECK_INTERVAL",
         "5",
@@ -563,6 +599,12 @@ class Settings:
         high=3600,
     )
 
+    def tls(self) -> Tls:
+        """What each new database connection is asked to do (files read now)."""
+        return client_tls(
+            self.db_ssl_mode, self.db_ssl_ca, self.db_ssl_cert, self.db_ssl_key.reveal()
+        )
+
     def public(self) -> dict[str, object]:
         """Every setting for the start-up log line, secrets redacted (set or not is shown)."""
         return {name: _public_value(value) for name, value in self.__dict__.items()}
@@ -664,10 +706,44 @@ def _statement_limit_covers_query_timeout(s: Settings, env: Env) -> Settings:
     return dataclasses.replace(s, db_max_statement_seconds=s.db_query_timeout)
 
 
+def _tls_files_fit_the_mode(s: Settings, env: Env) -> Settings:
+    """Files a mode would ignore are a mistake, not a detail: a CA given to `required`
+    would look like verification without being one. As MySQL's client, a CA with no mode
+    set means verify_ca."""
+    if s.db_ssl_ca and not env.is_set("DB_SSL_MODE"):
+        s = dataclasses.replace(s, db_ssl_mode="verify_ca")
+    mode = s.db_ssl_mode
+    given = {
+        "DB_SSL_CA": s.db_ssl_ca,
+        "DB_SSL_CERT": s.db_ssl_cert,
+        "DB_SSL_KEY": s.db_ssl_key.reveal(),
+    }
+    if mode == "disabled":
+        for name, value in given.items():
+            if value:
+                raise SettingsError(name, "is set, but DB_SSL_MODE=disabled uses no TLS")
+    if mode in VERIFYING and not s.db_ssl_ca:
+        raise SettingsError(
+            "DB_SSL_CA", f"is required with DB_SSL_MODE={mode} (the CA that signed the server's)"
+        )
+    if s.db_ssl_ca and mode not in VERIFYING:
+        raise SettingsError(
+            "DB_SSL_CA",
+            f"is used only by verify_ca and verify_identity; DB_SSL_MODE={mode} checks no "
+            "certificate",
+        )
+    try:
+        s.tls()
+    except TlsFileError as exc:
+        raise SettingsError(exc.variable, str(exc)) from None
+    return s
+
+
 RULES: Final[tuple[Callable[[Settings, Env], Settings], ...]] = (
     _pool_min_size_within_pool_size,
     _statement_limit_covers_query_timeout,
     _credentials_need_listed_origins,
+    _tls_files_fit_the_mode,
 )
 
 

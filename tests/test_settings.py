@@ -21,6 +21,7 @@ from service.settings import (
 )
 
 from . import settings_docs
+from .tls_files import make_tls_files
 
 REQUIRED = {"DB_HOST": "db.example", "DB_USER": "dash", "DB_NAME": "ops"}
 
@@ -82,6 +83,7 @@ def test_required_variable_missing(name: str, value: str | None) -> None:
         ("DB_MAX_STATEMENT_SECONDS", "4"),  # below DB_QUERY_TIMEOUT (5)
         ("DB_MAX_STATEMENT_SECONDS", "-1"),
         ("DB_DRIVER", "mysqlclient"),
+        ("DB_SSL_MODE", "tls"),
         ("DB_CHECK_INTERVAL", "-1"),
         ("HTTP_PORT", "99999"),
         ("MAX_PAGE_SIZE", "0"),
@@ -171,6 +173,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
     base = load_settings(REQUIRED)
     tokens = tmp_path / "tokens"
     tokens.write_text("0123456789abcdef0123\n", encoding="utf-8")
+    tls = make_tls_files(tmp_path)
     others = {
         "DB_HOST": "other", "DB_PORT": "3307", "DB_USER": "u2", "DB_PASSWORD": "p",
         "DB_NAME": "n2", "DB_CONNECTION_TIMEOUT": "7", "DB_CONNECT_RETRIES": "9",
@@ -185,11 +188,17 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "SHUTDOWN_DELAY_SECONDS": "0", "SHUTDOWN_GRACE_SECONDS": "1",
         "API_TOKENS_FILE": str(tokens), "METRICS_TOKENS_FILE": str(tokens),
         "CORS_ALLOWED_ORIGINS": "https://dash.example", "CORS_ALLOW_CREDENTIALS": "true",
+        "DB_SSL_MODE": "required", "DB_SSL_CA": str(tls.ca),
+        "DB_SSL_CERT": str(tls.client_combined), "DB_SSL_KEY": str(tls.client_key),
     }  # fmt: skip
+    # Set with the variable and without it: a key needs its certificate.
+    companions = {"DB_SSL_KEY": {"DB_SSL_CERT": str(tls.client_combined)}}
     names = {v.name for v in VARIABLES}
     assert set(others) | {"DB_PASSWORD_FILE"} == names
     for name, value in others.items():
-        assert load_settings({**REQUIRED, name: value}) != base, name
+        env = {**REQUIRED, **companions.get(name, {})}
+        assert load_settings({**env, name: value}) != load_settings(env), name
+    assert load_settings(REQUIRED) == base
 
 
 # -- the declarations and what derives from them ---------------------------------------------
