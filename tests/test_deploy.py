@@ -100,10 +100,13 @@ def config(docs: list[Doc]) -> dict[str, str]:
 
 
 FILE_SETTINGS = ("DB_PASSWORD_FILE", "API_TOKENS_FILE")
+# Files that are mounted too, from a Secret or (a CA bundle, which is public) a ConfigMap.
+TLS_FILE_SETTINGS = ("DB_SSL_CA", "DB_SSL_CERT", "DB_SSL_KEY")
 
 
-def mounted_secret(docs: list[Doc], path: Path) -> str:
-    """The value a pod reads at `path`: the key of the Secret (the example's) mounted there."""
+def mounted_file(docs: list[Doc], path: Path) -> tuple[str, str]:
+    """What a pod reads at `path`, as (volume kind: "secret" or "configMap", the value of the
+    example's Secret or the rendered ConfigMap mounted there)."""
     c = container(docs)
     pod = one(docs, "Deployment")["spec"]["template"]["spec"]
     mounts = [m for m in c["volumeMounts"] if path.is_relative_to(m["mountPath"])]
@@ -111,25 +114,34 @@ def mounted_secret(docs: list[Doc], path: Path) -> str:
     assert mounts[0].get("readOnly") is True
     volume = next(v for v in pod["volumes"] if v["name"] == mounts[0]["name"])
     key = str(path.relative_to(mounts[0]["mountPath"]))
-    secret = volume["secret"]
-    if "items" in secret:
-        key = next(i["key"] for i in secret["items"] if i["path"] == key)
-    example = next(
-        d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == secret["secretName"]
+    kind = "secret" if "secret" in volume else "configMap"
+    source = volume[kind]
+    if "items" in source:
+        key = next(i["key"] for i in source["items"] if i["path"] == key)
+    name = source["secretName"] if kind == "secret" else source["name"]
+    document = next(
+        d for d in docs if d["kind"] == kind[0].upper() + kind[1:] and d["metadata"]["name"] == name
     )
-    values: dict[str, str] = example.get("stringData", {})
-    assert key in values, f"{secret['secretName']} has no key {key}"
-    return values[key]
+    values: dict[str, str] = document.get("stringData", {}) or document.get("data", {})
+    assert key in values, f"{name} has no key {key}"
+    return kind, values[key]
+
+
+def mounted_secret(docs: list[Doc], path: Path) -> str:
+    """The value a pod reads at `path`: the key of the Secret (the example's) mounted there."""
+    kind, value = mounted_file(docs, path)
+    assert kind == "secret", path
+    return value
 
 
 def settings_of(docs: list[Doc], tmp_path: Path) -> Settings:
-    """The manifests' settings through the service's own validation. The secret files are only
-    mounted in a pod, so stand-ins hold the example Secrets' values."""
+    """The manifests' settings through the service's own validation. The mounted files exist
+    only in a pod, so stand-ins hold the example Secrets' and the ConfigMaps' values."""
     env = config(docs)
-    for name in FILE_SETTINGS:
+    for name in (*FILE_SETTINGS, *TLS_FILE_SETTINGS):
         if name in env:
             stand_in = tmp_path / name
-            stand_in.write_text(mounted_secret(docs, Path(env[name])), encoding="utf-8")
+            stand_in.write_text(mounted_file(docs, Path(env[name]))[1], encoding="utf-8")
             env[name] = str(stand_in)
     return load_settings(env)
 
@@ -244,6 +256,23 @@ def test_secrets_come_from_mounted_secrets(rendered: list[Doc], name: str) -> No
     literal = name.removesuffix("_FILE")
     assert literal not in env  # never a literal in a ConfigMap
     assert mounted_secret(rendered, Path(env[name]))
+
+
+def test_the_database_certificate_is_checked_against_a_mounted_ca(
+    rendered: list[Doc], tmp_path: Path
+) -> None:
+    """The example overlay verifies the database's certificate and host name, with the CA
+    bundle mounted read-only from a ConfigMap (a CA is public; a client key would be a
+    Secret). The service's own validation loads the bundle."""
+    env = config(rendered)
+    assert mounted_file(rendered, Path(env["DB_SSL_CA"]))[0] == "configMap"
+    tls = settings_of(rendered, tmp_path).tls()
+    assert tls.mode == "verify_identity"
+    assert tls.context is not None
+    assert tls.context.check_hostname
+    for name in ("DB_SSL_CERT", "DB_SSL_KEY"):
+        if name in env:
+            assert mounted_file(rendered, Path(env[name]))[0] == "secret"
 
 
 def test_data_routes_need_a_token(rendered: list[Doc], tmp_path: Path) -> None:

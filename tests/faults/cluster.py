@@ -235,11 +235,14 @@ class Cluster:
         """The ConfigMap's environment, with what a cluster would supply otherwise replaced:
         the database's address (the private MariaDB through this pod's network path), its
         name and account (the overlay names a real cluster's), the Secret files' paths (the
-        same contents, mounted elsewhere), and the address to listen on (every pod has an IP
-        of its own in a cluster; here a port of its own on loopback)."""
+        same contents, mounted elsewhere), the address to listen on (every pod has an IP
+        of its own in a cluster; here a port of its own on loopback), and TLS: the private
+        MariaDB offers none (tests/test_tls.py runs every mode against servers that do)."""
         user, _ = self.credentials
+        env = {k: v for k, v in self.workload.env.items() if not k.startswith("DB_SSL_")}
         return {
-            **self.workload.env,
+            **env,
+            "DB_SSL_MODE": "preferred",
             "DB_HOST": self.database.host,
             "DB_PORT": str(db_port),
             "DB_NAME": self.database_name,
