@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import socket
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -17,9 +18,13 @@ from typing import Any, Final, Protocol
 
 import aiomysql
 import asyncmy
+import asyncmy.converters
 import asyncmy.cursors
 import asyncmy.errors
 import pymysql
+import pymysql.converters
+
+from .timezones import row_decoders
 
 NAMES: Final = ("asyncmy", "aiomysql")
 
@@ -37,6 +42,8 @@ class ConnectParams:
     database: str
     connect_timeout: float  # bounds the whole handshake, not only the TCP connect
     program_name: str = "cm-api"
+    # The zone DATETIME values are read in (timezones.py); None: naive, as the driver reads them.
+    datetime_zone: dt.tzinfo | None = None
 
 
 class Connection(Protocol):
@@ -170,6 +177,8 @@ class _Asyncmy:
             # asyncmy accepts whole seconds >= 1 here; asyncio.timeout below is the real bound.
             connect_timeout=max(1.0, params.connect_timeout),
             program_name=params.program_name,
+            # Time zones: TIMESTAMP and DATETIME columns read as aware datetimes.
+            conv={**asyncmy.converters.conversions, **row_decoders(params.datetime_zone)},
         )
         try:
             with _as_pymysql():
@@ -236,6 +245,8 @@ class _Aiomysql:
             autocommit=True,
             connect_timeout=params.connect_timeout,
             program_name=params.program_name,
+            # Time zones: TIMESTAMP and DATETIME columns read as aware datetimes.
+            conv={**pymysql.converters.decoders, **row_decoders(params.datetime_zone)},
         )
         try:
             # aiomysql bounds only the TCP connect; a peer that accepts and then says nothing
