@@ -177,7 +177,8 @@ class _Asyncmy:
             # asyncmy accepts whole seconds >= 1 here; asyncio.timeout below is the real bound.
             connect_timeout=max(1.0, params.connect_timeout),
             program_name=params.program_name,
-            # Time zones: TIMESTAMP and DATETIME columns read as aware datetimes.
+            # Time zones: TIMESTAMP and DATETIME read as aware datetimes. asyncmy applies conv
+            # in the text protocol only: SSCursor always uses it (no prepared statements).
             conv={**asyncmy.converters.conversions, **row_decoders(params.datetime_zone)},
         )
         try:

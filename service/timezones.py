@@ -5,9 +5,9 @@ Every session runs with time_zone '+00:00' (db.py), so the server sends TIMESTAM
 it stores in UTC) in UTC. DATETIME values have no zone in the database: DB_DATETIME_ZONE says in
 which zone the application wrote them; without it they stay naive (written without an offset).
 
-A wall time that a zone's clocks pass twice or skip gets zoneinfo's fold=0 reading: the first of
-two (in summer time, before the clocks go back), and a skipped one with the offset in force
-before the gap (2024-03-31 02:30 in Europe/Berlin is 02:30+01:00, the instant 03:30+02:00).
+A wall time that a zone's clocks pass twice or skip gets zoneinfo's fold=0 reading: the earlier
+of the two (before the clocks go back), and a skipped one the offset in force before the gap
+(2024-03-31 02:30 in Europe/Berlin is 02:30+01:00, the instant 03:30+02:00).
 
 A value that is no calendar date (the zero date 0000-00-00 00:00:00, a zero month or day) stays
 the server's text, as the drivers return it.
