@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import socket
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -17,11 +18,14 @@ from typing import Any, Final, Protocol
 
 import aiomysql
 import asyncmy
+import asyncmy.converters
 import asyncmy.cursors
 import asyncmy.errors
 import pymysql
+import pymysql.converters
 from pymysql.constants import CLIENT
 
+from .timezones import row_decoders
 from .tls import NO_TLS_ERROR, NO_TLS_TEXT, Tls
 
 NAMES: Final = ("asyncmy", "aiomysql")
@@ -41,6 +45,8 @@ class ConnectParams:
     connect_timeout: float  # bounds the whole handshake, not only the TCP connect
     tls: Tls
     program_name: str = "cm-api"
+    # The zone DATETIME values are read in (timezones.py); None: naive, as the driver reads them.
+    datetime_zone: dt.tzinfo | None = None
 
 
 class Connection(Protocol):
@@ -215,6 +221,9 @@ class _Asyncmy:
             program_name=params.program_name,
             ssl=params.tls.context,
             tls_required=params.tls.required,
+            # Time zones: TIMESTAMP and DATETIME read as aware datetimes. asyncmy applies conv
+            # in the text protocol only: SSCursor always uses it (no prepared statements).
+            conv={**asyncmy.converters.conversions, **row_decoders(params.datetime_zone)},
         )
         try:
             with _as_pymysql():
@@ -297,6 +306,8 @@ class _Aiomysql:
             program_name=params.program_name,
             ssl=params.tls.context,
             tls_required=params.tls.required,
+            # Time zones: TIMESTAMP and DATETIME columns read as aware datetimes.
+            conv={**pymysql.converters.decoders, **row_decoders(params.datetime_zone)},
         )
         try:
             # aiomysql bounds only the TCP connect; a peer that accepts and then says nothing

@@ -1,5 +1,5 @@
-"""Rows to JSON bytes, once per load: DECIMAL as exact strings, dates and times as ISO 8601,
-binary as base64, NULL as null."""
+"""Rows to JSON bytes, once per load: DECIMAL as exact strings, dates and times as ISO 8601
+(with an offset when the datetime is aware: timezones.py), binary as base64, NULL as null."""
 
 from __future__ import annotations
 
@@ -49,7 +49,8 @@ def rows_to_objects(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> li
 
 
 def encode(value: Any) -> bytes:
-    return orjson.dumps(value, default=_default)
+    # Aware datetimes with offset zero (TIMESTAMP columns, timezones.py) end in Z, not +00:00.
+    return orjson.dumps(value, default=_default, option=orjson.OPT_UTC_Z)
 
 
 class TooLarge(Exception):

@@ -43,8 +43,18 @@ _BYTES: Final = (
     "binary varbinary tinyblob blob mediumblob longblob bit geometry point linestring polygon"
     " multipoint multilinestring multipolygon geometrycollection geomcollection"
 )
-# orjson writes DATETIME without the offset RFC 3339 requires (format date-time): a pattern.
-_DATETIME: Final = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{6})?$"
+# How orjson writes a datetime (microseconds only when not zero), then its offset if any: a
+# naive one has none, which RFC 3339 (format date-time) requires.
+_WALL: Final = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{6})?"
+_DATETIME: Final = f"^{_WALL}$"
+_UTC: Final = f"^{_WALL}Z$"
+_OFFSET: Final = f"^{_WALL}(Z|[+-][0-9]{{2}}:[0-9]{{2}})$"
+# A value with a zero year, month or day (0000-00-00 00:00:00) is no datetime: the drivers
+# hand on the server's text (timezones.py).
+_NO_DATE: Final = (
+    r"^([0-9]{4}-[0-9]{2}-00|[0-9]{4}-00-[0-9]{2}|0000-[0-9]{2}-[0-9]{2})"
+    r" [0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?$"
+)
 _TIME: Final = r"^-?[0-9]{2,3}:[0-5][0-9]:[0-5][0-9](\.[0-9]{6})?$"  # -838:59:59 to 838:59:59
 # Each error answer: the exceptions whose codes it carries (its status is theirs), what it
 # means here, and the headers routing.py adds to it.
@@ -121,7 +131,7 @@ def openapi_document(
     }
     gets: dict[str, _Get] = {}
     for name, resource in catalog.resources.items():
-        gets |= _resource(name, resource, components)
+        gets |= _resource(name, resource, components, settings.db_datetime_zone)
     gets |= _service_gets()
     if schemes:
         scheme = {"type": "http", "scheme": "bearer", "description": "From a token file."}
@@ -166,14 +176,16 @@ class _Get:
         return item
 
 
-def _resource(name: str, resource: Resource, components: Json) -> dict[str, _Get]:
+def _resource(
+    name: str, resource: Resource, components: Json, datetime_zone: str
+) -> dict[str, _Get]:
     """Adds one resource's schemas and parameters to `components`; its operations by path."""
     row, rows, after, key = (
         _component(f"{name}.{part}") for part in ("row", "list", "after", "id")
     )
     table, key_name = resource.table, resource.key.name
     components["schemas"] |= {
-        row: row_schema(resource),
+        row: row_schema(resource, datetime_zone),
         rows: {"type": "array", "items": _ref("schemas", row), "description": f"`{table}` rows"},
     }
     components["parameters"] |= dict(zip((after, key), _key_parameters(resource), strict=True))
@@ -220,19 +232,22 @@ def _service_gets() -> dict[str, _Get]:
     }
 
 
-def row_schema(resource: Resource) -> Json:
+def row_schema(resource: Resource, datetime_zone: str = "") -> Json:
     """A row object of `resource`: every exposed column, nothing else."""
     described = {column.name: column for column in resource.described}
     properties = {
-        name: column_schema(described[name]) if name in described else {}
+        name: column_schema(described[name], datetime_zone=datetime_zone)
+        if name in described
+        else {}
         for name in resource.columns
     }
     description = f"A row of `{resource.table}`, keyed by `{resource.key.name}`."
     return _object(properties) | {"description": description}
 
 
-def column_schema(column: ColumnInfo) -> Json:
-    """The JSON schema of one column's values as encoding.py writes them."""
+def column_schema(column: ColumnInfo, *, datetime_zone: str = "") -> Json:
+    """The JSON schema of one column's values as encoding.py writes them; `datetime_zone`:
+    DB_DATETIME_ZONE."""
     data_type = column.data_type
     if data_type in INTEGER_TYPES:
         schema = _integer(*column.integer_range())
@@ -242,6 +257,8 @@ def column_schema(column: ColumnInfo) -> Json:
         schema = {"type": "string", "enum": column.members()}
     elif data_type in ("char", "varchar") and column.max_length is not None:
         schema = {"type": "string", "maxLength": column.max_length}
+    elif data_type in ("datetime", "timestamp"):
+        schema = _datetime_schema(data_type, datetime_zone)
     elif (fixed := _fixed_schema(data_type)) is not None:
         schema = fixed
     else:
@@ -261,8 +278,6 @@ def _fixed_schema(data_type: str) -> Json | None:
         return {"type": "string"}
     if data_type in _BYTES.split():
         return {"type": "string", "contentEncoding": "base64"}
-    if data_type in ("datetime", "timestamp"):
-        return {"type": "string", "pattern": _DATETIME, "description": "Without an offset."}
     return {
         "float": {"type": "number"},
         "double": {"type": "number"},
@@ -271,6 +286,24 @@ def _fixed_schema(data_type: str) -> Json | None:
         "date": {"type": "string", "format": "date"},
         "time": {"type": "string", "pattern": _TIME},
     }.get(data_type)
+
+
+def _datetime_schema(data_type: str, datetime_zone: str) -> Json:
+    """TIMESTAMP in UTC; DATETIME in `datetime_zone`, or without an offset (timezones.py)."""
+    if data_type == "timestamp":
+        time: Json = {"format": "date-time", "pattern": _UTC}
+        description = "RFC 3339 in UTC (Z)"
+    elif datetime_zone:
+        time = {"format": "date-time", "pattern": _OFFSET}
+        description = f"RFC 3339: the wall time in {datetime_zone} with that instant's offset"
+    else:
+        time = {"pattern": _DATETIME}
+        description = "Without an offset: the wall time as stored, in no known zone"
+    return {
+        "type": "string",
+        "anyOf": [time, {"pattern": _NO_DATE}],
+        "description": f"{description}; or a zero date such as 0000-00-00 00:00:00.",
+    }
 
 
 def _decimal_pattern(column: ColumnInfo) -> str:

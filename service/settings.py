@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, TypeVar
+from zoneinfo import ZoneInfo
 
 from .tls import MODES, VERIFYING, Tls, TlsFileError, client_tls
 
@@ -296,6 +297,24 @@ def _table_columns(env: Env, spec: Spec) -> frozenset[tuple[str, str]]:
     return frozenset(pairs)
 
 
+def _time_zone(env: Env, spec: Spec) -> str:
+    """An IANA time zone name that zoneinfo finds (the system's or the tzdata package's), or
+    empty. Not localtime: that is the machine's own zone, which naming one is meant to avoid."""
+    name = env.raw(spec.variable)
+    if not name:
+        return name
+    try:
+        known = name != "localtime" and ZoneInfo(name) is not None
+    except (ValueError, KeyError, OSError):  # KeyError: ZoneInfoNotFoundError
+        known = False
+    if not known:
+        raise SettingsError(
+            spec.variable.name,
+            f"expected an IANA time zone name such as Europe/Berlin, or UTC, got {name[:64]!r}",
+        )
+    return name
+
+
 # -- the declarations -------------------------------------------------------------------------
 
 
@@ -473,6 +492,16 @@ class Settings:
         "ping checks the database (cmapi_db_up, /readyz?verbose); 0 turns the check off",
         low=0,
         high=3600,
+    )
+    db_datetime_zone: str = setting(
+        "DB_DATETIME_ZONE",
+        "",
+        "IANA time zone (Europe/Berlin, UTC) in which the application wrote DATETIME values, "
+        "which are then sent with that instant's UTC offset (a wall time that occurs twice: "
+        "the earlier instant; one the clocks skip: the offset before the gap); empty: "
+        "DATETIME without an offset. TIMESTAMP is always sent in UTC (Z)",
+        accepts="time zone name",
+        parse=_time_zone,
     )
     http_host: str = setting(
         "HTTP_HOST", "0.0.0.0", "address the HTTP server listens on", accepts="host"

@@ -85,6 +85,11 @@ def test_required_variable_missing(name: str, value: str | None) -> None:
         ("DB_DRIVER", "mysqlclient"),
         ("DB_SSL_MODE", "tls"),
         ("DB_CHECK_INTERVAL", "-1"),
+        ("DB_DATETIME_ZONE", "Mars/Olympus"),
+        ("DB_DATETIME_ZONE", "+05:00"),  # an offset has no DST rules: name the zone
+        ("DB_DATETIME_ZONE", "Europe"),  # a directory of zones
+        ("DB_DATETIME_ZONE", "../../etc/passwd"),
+        ("DB_DATETIME_ZONE", "localtime"),  # the machine's own zone
         ("HTTP_PORT", "99999"),
         ("MAX_PAGE_SIZE", "0"),
         ("MAX_LIST_BYTES", "100"),
@@ -180,7 +185,8 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "DB_CONNECT_RETRY_DELAY": "3", "DB_POOL_SIZE": "4", "DB_POOL_MIN_SIZE": "3",
         "DB_POOL_RECYCLE_SECONDS": "60", "DB_ACQUIRE_TIMEOUT": "1", "DB_QUERY_TIMEOUT": "9",
         "DB_MAX_STATEMENT_SECONDS": "0", "DB_DRIVER": "aiomysql",
-        "DB_CHECK_INTERVAL": "0", "HTTP_HOST": "127.0.0.1", "HTTP_PORT": "9000",
+        "DB_CHECK_INTERVAL": "0", "DB_DATETIME_ZONE": "Europe/Berlin",
+        "HTTP_HOST": "127.0.0.1", "HTTP_PORT": "9000",
         "MAX_PAGE_SIZE": "10", "MAX_LIST_BYTES": "4096",
         "RESOURCES": "acc", "EXPOSE_SECRET_COLUMNS": "acc.token", "LOG_LEVEL": "debug",
         "LOG_FORMAT": "json", "CACHE_TTL_SECONDS": "0", "CACHE_STALE_WHILE_REVALIDATE_SECONDS": "1",
