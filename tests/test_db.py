@@ -635,6 +635,35 @@ async def test_a_retry_connection_too_slow_for_the_time_out_joins_the_pool(
         await wait_until(lambda: proxy.open_connections() == 0)  # the proxy's thread sees it
 
 
+async def test_closing_while_a_retry_connects_answers_shutting_down(
+    start_db: StartDB, db_server: ServerAddress
+) -> None:
+    """Behind the fault proxy, as above, with time to spare: the database is closed while the
+    retry's connection is still being opened. The request is told the service is shutting
+    down, and the half-open connection is closed with the pool."""
+    with FaultProxy(db_server.host, db_server.port) as proxy:
+        metrics = Metrics()
+        db = await start_db(
+            observer=metrics,
+            DB_PORT=str(proxy.port),
+            DB_POOL_SIZE="1",
+            DB_QUERY_TIMEOUT="10",
+            DB_CONNECTION_TIMEOUT="10",
+        )
+        assert await db.fetch("SELECT 1") == [(1,)]
+        assert proxy.set_mode(Mode.RESET) == 1
+        proxy.set_mode(Mode.DELAY, delay_ms=300)
+        request = asyncio.create_task(db.fetch("SELECT 1"))
+        await wait_until(lambda: db.stats().opening == 1)
+        await db.close(grace=1)
+        with pytest.raises(DatabaseUnavailable, match="shutting down"):
+            await asyncio.wait_for(request, 5)
+        assert retries(metrics) == {"succeeded": 0, "failed": 1}
+        stats = db.stats()
+        assert (stats.in_use, stats.idle, stats.opening, stats.opened_total) == (0, 0, 0, 1)
+        await wait_until(lambda: proxy.open_connections() == 0)
+
+
 # -- introspection and the server-side limit ------------------------------------------------
 
 
