@@ -12,6 +12,7 @@ import errno
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from typing import Final, Protocol
 
 import pymysql
@@ -57,6 +58,8 @@ class QueryObserver(Protocol):
 
     def connection_opened(self, tls_version: str) -> None: ...
 
+    def query_retried(self, resource: str, outcome: str) -> None: ...
+
 
 class _Unobserved:
     def acquired(self, seconds: float) -> None:
@@ -71,6 +74,9 @@ class _Unobserved:
     def connection_opened(self, tls_version: str) -> None:
         pass
 
+    def query_retried(self, resource: str, outcome: str) -> None:
+        pass
+
 
 class _Wait:
     """A statement's deadline, restarted each time it waits for the database again."""
@@ -78,9 +84,43 @@ class _Wait:
     def __init__(self, deadline: asyncio.Timeout, seconds: float) -> None:
         self._deadline = deadline
         self._seconds = seconds
+        self._keep = False
 
     def restart(self) -> None:
+        if self._keep:
+            self._keep = False
+            return
         self._deadline.reschedule(asyncio.get_running_loop().time() + self._seconds)
+
+    def keep(self) -> None:
+        """The next restart keeps the current deadline: a retry's connection, statement and
+        first rows share what the first attempt left, they get no budget of their own."""
+        self._keep = True
+
+
+@dataclass(frozen=True, slots=True)
+class _Retry:
+    first_error: str  # what broke the first attempt's connection (the driver's words)
+    started: float  # perf_counter() when the retry began
+
+
+@dataclass(slots=True, eq=False)
+class _Statement:
+    """One statement's connection and deadline, and how far it got (see `_statement`)."""
+
+    conn: Connection
+    wait: _Wait
+    held: bool = True  # False while `conn` is gone and its replacement not yet open
+    handed: bool = False  # some rows reached the caller's `consume`
+    retry: _Retry | None = None
+
+
+class _ConnectFailed(Exception):
+    """Opening the connection for a retry failed with `error`."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
 
 
 class Database:
@@ -251,17 +291,17 @@ class Database:
         """Run one statement, handing its rows to `consume` in chunks of FETCH_CHUNK_ROWS.
         `resource` labels its metrics. Bounded and cleaned up as `_statement` says;
         DB_QUERY_TIMEOUT bounds each wait for rows, so a big table takes as long as its
-        transfer needs."""
-        async with self._statement(resource) as (conn, wait):
+        transfer needs. Run once more on a new connection when its own broke before any row
+        was handed on (`_may_retry`)."""
+        async with self._statement(resource) as statement:
             sent = time.perf_counter()
-            await conn.execute(sql, tuple(args))
-            while True:
-                wait.restart()
-                chunk = await conn.fetch(FETCH_CHUNK_ROWS)
-                if not chunk:
-                    break
-                consume(chunk)
-                await asyncio.sleep(0)
+            try:
+                await _read(statement, sql, args, consume)
+            except (pymysql.err.MySQLError, OSError, RuntimeError) as exc:
+                if not self._may_retry(statement, exc):
+                    raise
+                await self._reconnect(statement, exc)
+                await _read(statement, sql, args, consume)
         seconds = time.perf_counter() - sent
         self._observer.query_done(resource, seconds)
         self.health.succeeded(f"a query answered in {seconds * 1000:.1f} ms")
@@ -269,45 +309,55 @@ class Database:
     async def ping(self) -> float:
         """One COM_PING on a pooled connection, as `_statement` bounds it; the seconds it took.
         Not counted as a query; its outcome goes to `health` (it is the background check)."""
-        async with self._statement(None) as (conn, _):
+        async with self._statement(None) as statement:
             started = time.perf_counter()
-            await conn.ping()
+            await statement.conn.ping()
         seconds = time.perf_counter() - started
         self.health.succeeded(f"a ping answered in {seconds * 1000:.1f} ms")
         return seconds
 
+    def _may_retry(self, statement: _Statement, exc: Exception) -> bool:
+        """Whether a statement that failed with `exc` runs once more: only when its connection
+        was lost (not a time-out, not the server's refusal) before any row was handed on, only
+        once, and not while the database is known to be down (an outage must not be doubled)."""
+        if statement.handed or statement.retry is not None or not self.health.status().up:
+            return False
+        if isinstance(exc, RuntimeError) and not statement.conn.looks_dead():
+            return False  # not the connection's doing: a bug
+        return _classify(exc)[1] == "connection"
+
+    async def _reconnect(self, statement: _Statement, exc: Exception) -> None:
+        """Put a newly opened connection under `statement` in place of its broken one, within
+        what is left of its deadline. The first failure is not counted or told to `health`:
+        the retry's outcome is (`_statement`)."""
+        statement.retry = _Retry(_describe(exc), time.perf_counter())
+        statement.held = False  # `replace` discards it, counted as broken
+        try:
+            statement.conn = await self._pool.replace(statement.conn, discard="broken")
+        except (pymysql.err.MySQLError, OSError) as error:
+            raise _ConnectFailed(error) from None
+        statement.held = True
+        statement.wait.keep()
+
     @contextlib.asynccontextmanager
-    async def _statement(self, resource: str | None) -> AsyncIterator[tuple[Connection, _Wait]]:
+    async def _statement(self, resource: str | None) -> AsyncIterator[_Statement]:
         """A pooled connection for one statement (`resource` None: a ping), bounded by the
         acquire and query time-outs; failures become DatabaseUnavailable (retry later) or
-        DatabaseQueryError, counted and told to `health`.
+        DatabaseQueryError, counted and told to `health`, as is the outcome of a retry.
 
         A connection whose statement did not finish cleanly (time-out, cancellation, protocol
         or server error, an error raised by the caller's code) is closed, never returned to the
         pool in an unknown state.
         """
         s = self._settings
-        started = time.perf_counter()
-        try:
-            conn = await self._pool.acquire(s.db_acquire_timeout)
-        except AcquireTimeout as exc:
-            # Saturation, not a fact about the database: a ping that finds it tells nothing.
-            if resource is not None:
-                self._failed(resource, "pool", str(exc), str(exc))
-            raise DatabaseUnavailable(str(exc)) from None
-        except PoolClosed:
-            raise DatabaseUnavailable("the service is shutting down") from None
-        except (pymysql.err.MySQLError, OSError) as exc:
-            self._failed(resource, "connection", _connect_failure(exc, s), _describe(exc))
-            raise DatabaseUnavailable(
-                "cannot connect to the database", detail=_describe(exc)
-            ) from None
-        self._observer.acquired(time.perf_counter() - started)
+        conn = await self._acquire(resource)
         what = "a query" if resource is not None else "a ping"
         discard: str | None = "cancelled"
+        deadline = asyncio.timeout(s.db_query_timeout)
+        statement = _Statement(conn, _Wait(deadline, s.db_query_timeout))
         try:
-            async with asyncio.timeout(s.db_query_timeout) as deadline:
-                yield conn, _Wait(deadline, s.db_query_timeout)
+            async with deadline:
+                yield statement
             discard = None
         except TimeoutError:
             discard = "timeout"
@@ -319,8 +369,12 @@ class Database:
                 f"no answer within {limit}",
             )
             raise DatabaseUnavailable(f"the database did not answer within {limit}") from None
+        except _ConnectFailed as exc:
+            raise self._cannot_connect(resource, exc.error) from None
+        except PoolClosed:  # closing while a retry's connection was being opened
+            raise DatabaseUnavailable("the service is shutting down") from None
         except (pymysql.err.MySQLError, OSError, RuntimeError) as exc:
-            if isinstance(exc, RuntimeError) and not conn.looks_dead():
+            if isinstance(exc, RuntimeError) and not statement.conn.looks_dead():
                 discard = "error"  # not the connection's doing: a bug, answered with 500
                 raise
             discard, kind, error = _classify(exc)
@@ -330,7 +384,43 @@ class Database:
             discard = "error"
             raise
         finally:
-            self._pool.release(conn, discard=discard)
+            if statement.held:
+                self._pool.release(statement.conn, discard=discard)
+            if statement.retry is not None and resource is not None:
+                self._retried(resource, statement.retry, "failed" if discard else "succeeded")
+
+    async def _acquire(self, resource: str | None) -> Connection:
+        """A pooled connection; failing that, DatabaseUnavailable, counted as `_statement` says."""
+        started = time.perf_counter()
+        try:
+            conn: Connection = await self._pool.acquire(self._settings.db_acquire_timeout)
+        except AcquireTimeout as exc:
+            # Saturation, not a fact about the database: a ping that finds it tells nothing.
+            if resource is not None:
+                self._failed(resource, "pool", str(exc), str(exc))
+            raise DatabaseUnavailable(str(exc)) from None
+        except PoolClosed:
+            raise DatabaseUnavailable("the service is shutting down") from None
+        except (pymysql.err.MySQLError, OSError) as exc:
+            raise self._cannot_connect(resource, exc) from None
+        self._observer.acquired(time.perf_counter() - started)
+        return conn
+
+    def _cannot_connect(self, resource: str | None, exc: Exception) -> DatabaseUnavailable:
+        """Count and tell `health` that no connection could be opened; the error to raise."""
+        self._failed(resource, "connection", _connect_failure(exc, self._settings), _describe(exc))
+        return DatabaseUnavailable("cannot connect to the database", detail=_describe(exc))
+
+    def _retried(self, resource: str, retry: _Retry, outcome: str) -> None:
+        self._observer.query_retried(resource, outcome)
+        log_retry = log.info if outcome == "succeeded" else log.warning
+        log_retry(
+            "query_retried",
+            resource=resource,
+            first_error=retry.first_error,
+            outcome=outcome,
+            seconds=round(time.perf_counter() - retry.started, 4),
+        )
 
     def _failed(self, resource: str | None, kind: str, message: str, reason: str) -> None:
         """Count a failed statement (not a ping) and tell `health`, which logs incidents.
@@ -338,6 +428,25 @@ class Database:
         if resource is not None:
             self._observer.query_failed(resource, kind)
         self.health.failed(kind, message, reason, resource or "ping")
+
+
+async def _read(
+    statement: _Statement,
+    sql: str,
+    args: Sequence[object],
+    consume: Callable[[list[Row]], None],
+) -> None:
+    """Run `sql` on the statement's connection and hand every row to `consume`."""
+    conn = statement.conn
+    await conn.execute(sql, tuple(args))
+    while True:
+        statement.wait.restart()
+        chunk = await conn.fetch(FETCH_CHUNK_ROWS)
+        if not chunk:
+            break
+        statement.handed = True
+        consume(chunk)
+        await asyncio.sleep(0)
 
 
 def _classify(exc: BaseException) -> tuple[str, str, Exception]:

@@ -47,6 +47,7 @@ ACQUIRE_BUCKETS: Final = (
 )  # fmt: skip
 
 QUERY_ERROR_KINDS: Final = ("timeout", "connection", "server", "pool")
+RETRY_OUTCOMES: Final = ("succeeded", "failed")
 # Why the pool closed connections (service/pool.py): listed so that each series starts at zero.
 CLOSE_REASONS: Final = (
     "recycled",
@@ -206,6 +207,13 @@ class Metrics:
             ["version"],
             registry=r,
         )
+        self.query_retries = Counter(
+            "cmapi_db_query_retries",
+            "Statements run once more on a new connection because theirs broke before any row"
+            " arrived, by resource and outcome (succeeded, failed)",
+            ["resource", "outcome"],
+            registry=r,
+        )
         self.cache_load_seconds = Histogram(
             "cmapi_cache_load_seconds",
             "Time to fill a cache entry: query, encoding, ETag and gzip copy",
@@ -251,6 +259,8 @@ class Metrics:
             self.cache_load_seconds.labels(resource)
             for kind in QUERY_ERROR_KINDS:
                 self.query_errors.labels(resource, kind)
+            for outcome in RETRY_OUTCOMES:
+                self.query_retries.labels(resource, outcome)
 
     def route(self, template: str | None) -> tuple[str, str | None]:
         """(route label, resource) of a matched route template."""
@@ -277,6 +287,9 @@ class Metrics:
 
     def connection_opened(self, tls_version: str) -> None:
         self.connections_tls.labels(tls_version).inc()
+
+    def query_retried(self, resource: str, outcome: str) -> None:
+        self.query_retries.labels(resource, outcome).inc()
 
     def handler(self) -> Handler:
         """GET /metrics: prometheus-client's own aiohttp exposition (text format, OpenMetrics

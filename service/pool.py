@@ -86,6 +86,7 @@ class ConnectionPool:
         self._idle: deque[_Idle] = deque()
         self._in_use: dict[Any, float] = {}  # connection -> time it was opened
         self._opening = 0
+        self._replacing = 0  # connections being opened for `replace`, each for its caller
         self._waiters: deque[asyncio.Future[Any]] = deque()
         self._tasks: set[asyncio.Task[None]] = set()  # opening connections
         self._quits: set[asyncio.Task[None]] = set()  # closing connections with QUIT
@@ -207,6 +208,31 @@ class ConnectionPool:
         if self._closing and not self._in_use:
             self._drained.set()
 
+    async def replace(self, conn: Any, *, discard: str) -> Any:
+        """Discard `conn` (in use, broken) and open a new connection in its place for the same
+        caller: never an idle one, which the same fault may have broken too, and without giving
+        up the slot, so the pool stays within its maximum and no waiter is overtaken.
+
+        Raises PoolClosed, or the error that opening raised. A caller that leaves (cancelled,
+        timed out) before the connection is open leaves it to the pool, as `acquire` does.
+        """
+        if self._closing:
+            self.release(conn, discard=discard)
+            raise PoolClosed("the pool is closing")
+        del self._in_use[conn]
+        self._discard(conn, discard)
+        self._replacing += 1
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        task = asyncio.get_running_loop().create_task(self._open_replacement(waiter))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        try:
+            return await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self.release(waiter.result())  # handed over in the turn we were cancelled
+            raise
+
     # -- internals --------------------------------------------------------------------------
 
     def _take_idle(self) -> _Idle | None:
@@ -235,7 +261,7 @@ class ConnectionPool:
             self._idle.append(_Idle(conn, opened_at))
 
     def _size(self) -> int:
-        return len(self._in_use) + len(self._idle) + self._opening
+        return len(self._in_use) + len(self._idle) + self._opening + self._replacing
 
     def _pending(self) -> int:
         return sum(1 for w in self._waiters if not w.done())
@@ -276,6 +302,29 @@ class ConnectionPool:
         self._opened_total += 1
         self._offer(conn, self._clock())
 
+    async def _open_replacement(self, waiter: asyncio.Future[Any]) -> None:
+        try:
+            conn = await self._connect()
+        except Exception as exc:
+            self._replacing -= 1
+            self._connect_errors_total += 1
+            if not waiter.done():
+                waiter.set_exception(exc)
+            self._open_for_waiters()  # the slot is free again
+            return
+        except asyncio.CancelledError:  # the pool is closing
+            self._replacing -= 1
+            if not waiter.done():
+                waiter.set_exception(PoolClosed("the pool is closing"))
+            raise
+        self._replacing -= 1
+        self._opened_total += 1
+        if waiter.done():  # its caller left: the connection serves the next one
+            self._offer(conn, self._clock())
+        else:
+            self._in_use[conn] = self._clock()
+            waiter.set_result(conn)
+
     def _forget_waiter(self, waiter: asyncio.Future[Any]) -> None:
         with contextlib.suppress(ValueError):  # already handed over or failed
             self._waiters.remove(waiter)
@@ -301,7 +350,7 @@ class ConnectionPool:
         return PoolStats(
             in_use=len(self._in_use),
             idle=len(self._idle),
-            opening=self._opening,
+            opening=self._opening + self._replacing,
             pending=self._pending(),
             max_size=self._max,
             min_size=self._min,

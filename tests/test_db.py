@@ -1,24 +1,28 @@
 """Database against the real server: start-up errors that name what failed (and never the
-password), fetch, the acquire and query time-outs, server errors, killed connections,
-introspection and the server-side statement time limit."""
+password), fetch, the acquire and query time-outs, server errors, killed connections and the
+one retry on a new connection, introspection and the server-side statement time limit."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import aiomysql
 import asyncmy
 import pytest
+from structlog.testing import capture_logs
 
-from service.db import FETCH_CHUNK_ROWS, Database
+from devtools.mariadb import ServerAddress
+from service.db import FETCH_CHUNK_ROWS, Database, QueryObserver
 from service.errors import DatabaseQueryError, DatabaseUnavailable, StartupError
+from service.metrics import Metrics
 from service.settings import Settings
 
 from .conftest import SQL, connection_id, query, wait_until
+from .faults.proxy import FaultProxy, Mode
 
 StartDB = Callable[..., Awaitable[Database]]
 
@@ -41,8 +45,8 @@ async def start_db(make_settings: Callable[..., Settings]) -> AsyncIterator[Star
     """Starts a Database with the given variable overrides; closes every one at the end."""
     started: list[Database] = []
 
-    async def start(**overrides: str) -> Database:
-        db = Database(make_settings(**overrides))
+    async def start(*, observer: QueryObserver | None = None, **overrides: str) -> Database:
+        db = Database(make_settings(**overrides), observer)
         started.append(db)
         await db.start()
         return db
@@ -90,6 +94,43 @@ def running(sql: SQL, conn_id: int, prefix: str) -> bool:
     """The server is executing a statement starting with `prefix` on connection `conn_id`."""
     rows = sql("SELECT INFO FROM information_schema.PROCESSLIST WHERE ID = %s", (conn_id,))
     return bool(rows) and str(rows[0][0] or "").startswith(prefix)
+
+
+def sessions_running(sql: SQL, statement: str) -> set[int]:
+    """Ids of the test database's sessions executing exactly `statement`."""
+    rows = sql(
+        "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = DATABASE() AND INFO = %s",
+        (statement,),
+    )
+    return {int(r[0]) for r in rows}
+
+
+def retries(metrics: Metrics, resource: str = "other") -> dict[str, int]:
+    """cmapi_db_query_retries_total of `resource`, by outcome (absent: 0)."""
+    return {
+        outcome: int(
+            metrics.registry.get_sample_value(
+                "cmapi_db_query_retries_total", {"resource": resource, "outcome": outcome}
+            )
+            or 0
+        )
+        for outcome in ("succeeded", "failed")
+    }
+
+
+def query_errors(metrics: Metrics, resource: str = "other") -> dict[str, int]:
+    """cmapi_db_query_errors_total of `resource`, by kind, leaving out zeros."""
+    found = {
+        kind: metrics.registry.get_sample_value(
+            "cmapi_db_query_errors_total", {"resource": resource, "kind": kind}
+        )
+        for kind in ("timeout", "connection", "server", "pool")
+    }
+    return {kind: int(n) for kind, n in found.items() if n}
+
+
+def events(logs: Sequence[Mapping[str, Any]], name: str) -> list[Mapping[str, Any]]:
+    return [entry for entry in logs if entry["event"] == name]
 
 
 # -- start-up -------------------------------------------------------------------------------
@@ -338,23 +379,34 @@ async def test_server_error_is_a_query_error_without_sql(
     assert len(await db.fetch("SELECT id FROM acc")) == 5
 
 
-async def test_connection_killed_between_fetches_fails_the_next_one_only(
+async def test_connection_killed_between_statements_is_retried_on_a_new_one(
     start_db: StartDB, sql: SQL
 ) -> None:
-    db = await start_db(DB_POOL_SIZE="1")
+    metrics = Metrics()
+    db = await start_db(observer=metrics, DB_POOL_SIZE="1")
     [(old_id,)] = await db.fetch("SELECT CONNECTION_ID()")
     # KILL from the synchronous fixture: the event loop does not run between the KILL and the
     # next fetch, so the pool cannot have read the EOF yet and hands out the dead connection.
-    # Its query hits the closed socket: 503-style DatabaseUnavailable, connection discarded.
+    # Its query hits the closed socket before any row: it runs again on a new connection.
     sql(f"KILL {old_id}")
-    with pytest.raises(DatabaseUnavailable, match="connection was lost"):
-        await db.fetch("SELECT CONNECTION_ID()")
-    assert db.stats().closed_total == {"broken": 1}
-    [(new_id,)] = await db.fetch("SELECT CONNECTION_ID()")
+    with capture_logs() as logs:
+        [(new_id,)] = await db.fetch("SELECT CONNECTION_ID()", resource="acc")
     assert new_id != old_id
+    assert retries(metrics, "acc") == {"succeeded": 1, "failed": 0}
+    assert query_errors(metrics, "acc") == {}
+    assert db.health.status().up
+    [retried] = events(logs, "query_retried")
+    assert (retried["resource"], retried["outcome"]) == ("acc", "succeeded")
+    assert "Lost connection" in retried["first_error"] or "Errno" in retried["first_error"]
+    assert retried["log_level"] == "info"
+    assert events(logs, "database_failing") == []  # not an outage
+    # One more connection, in the slot of the broken one (the pool's maximum is 1), and it
+    # serves the next statements.
     stats = db.stats()
-    assert (stats.opened_total, stats.in_use, stats.idle) == (2, 0, 1)
+    assert (stats.opened_total, stats.in_use, stats.idle, stats.opening) == (2, 0, 1, 0)
     assert stats.closed_total == {"broken": 1}
+    assert await db.fetch("SELECT CONNECTION_ID()") == [(new_id,)]
+    assert db.stats().opened_total == 2
 
 
 async def test_connection_killed_while_idle_is_replaced_before_the_next_fetch(
@@ -374,18 +426,242 @@ async def test_connection_killed_while_idle_is_replaced_before_the_next_fetch(
     assert (stats.opened_total, stats.in_use, stats.idle) == (2, 0, 1)
 
 
-async def test_connection_killed_during_a_query_is_unavailable(start_db: StartDB, sql: SQL) -> None:
-    db = await start_db(DB_POOL_SIZE="1")
+async def test_connection_killed_during_a_query_before_its_rows_is_retried(
+    start_db: StartDB, sql: SQL
+) -> None:
+    metrics = Metrics()
+    db = await start_db(observer=metrics, DB_POOL_SIZE="1")
     [(old_id,)] = await db.fetch("SELECT CONNECTION_ID()")
-    slow = asyncio.create_task(db.fetch("SELECT SLEEP(3)"))
+    slow = asyncio.create_task(db.fetch("SELECT SLEEP(0.3), CONNECTION_ID()"))
     await wait_until(lambda: running(sql, old_id, "SELECT SLEEP"))
     sql(f"KILL {old_id}")
+    # SLEEP answers 1 when interrupted: 0 is the retry's own, uninterrupted answer.
+    [(interrupted, new_id)] = await asyncio.wait_for(slow, 5)
+    assert (interrupted, new_id != old_id) == (0, True)
+    assert retries(metrics) == {"succeeded": 1, "failed": 0}
+    stats = db.stats()
+    assert (stats.opened_total, stats.in_use, stats.closed_total) == (2, 0, {"broken": 1})
+
+
+# -- what is never retried ------------------------------------------------------------------
+
+
+async def test_connection_killed_after_rows_were_consumed_is_not_retried(
+    start_db: StartDB, sql: SQL
+) -> None:
+    metrics = Metrics()
+    db = await start_db(observer=metrics, DB_POOL_SIZE="1")
+    [(conn_id,)] = await db.fetch("SELECT CONNECTION_ID()")
+    chunks: list[int] = []
+
+    def consume(chunk: list[Any]) -> None:
+        chunks.append(len(chunk))
+        if len(chunks) == 1:
+            sql(f"KILL {conn_id}")  # the result (tens of MB) is still on its way
+
+    count = 200_000
     with pytest.raises(DatabaseUnavailable, match="connection was lost"):
+        await db.fetch_chunks(f"SELECT seq, REPEAT('x', 200) FROM seq_1_to_{count}", (), consume)
+    assert chunks[0] == FETCH_CHUNK_ROWS
+    assert sum(chunks) < count
+    assert retries(metrics) == {"succeeded": 0, "failed": 0}
+    assert query_errors(metrics) == {"connection": 1}
+    stats = db.stats()
+    assert (stats.opened_total, stats.in_use, stats.closed_total) == (1, 0, {"broken": 1})
+
+
+async def test_a_time_out_is_not_retried(start_db: StartDB) -> None:
+    metrics = Metrics()
+    db = await start_db(observer=metrics, DB_POOL_SIZE="1", DB_QUERY_TIMEOUT="0.3")
+    started = time.monotonic()
+    with pytest.raises(DatabaseUnavailable, match=r"within 0\.3 s"):
+        await db.fetch("SELECT SLEEP(2)")
+    assert time.monotonic() - started < 1.5
+    assert retries(metrics) == {"succeeded": 0, "failed": 0}
+    assert query_errors(metrics) == {"timeout": 1}
+    stats = db.stats()
+    assert (stats.opened_total, stats.opening, stats.closed_total) == (1, 0, {"timeout": 1})
+
+
+async def test_a_server_error_is_not_retried(start_db: StartDB) -> None:
+    metrics = Metrics()
+    db = await start_db(observer=metrics, DB_POOL_SIZE="1")
+    with pytest.raises(DatabaseQueryError):
+        await db.fetch("SELECT no_such_column FROM acc")
+    assert retries(metrics) == {"succeeded": 0, "failed": 0}
+    assert query_errors(metrics) == {"server": 1}
+    stats = db.stats()
+    assert (stats.opened_total, stats.opening, stats.closed_total) == (1, 0, {"error": 1})
+
+
+async def test_no_retry_while_the_database_is_known_to_be_down(start_db: StartDB, sql: SQL) -> None:
+    """The latest outcome was a failure (here a real time-out): a lost connection then fails
+    its request at once, so that an outage does not cost the database two attempts each."""
+    metrics = Metrics()
+    db = await start_db(observer=metrics, DB_POOL_SIZE="1", DB_QUERY_TIMEOUT="0.3")
+    with pytest.raises(DatabaseUnavailable, match="within"):
+        await db.fetch("SELECT SLEEP(2)")
+    assert not db.health.status().up
+    # A connection that nothing has used since: no outcome reaches `health` in between.
+    conn = await db._pool.acquire(5)
+    conn_id = await connection_id(conn)
+    db._pool.release(conn)
+    sql(f"KILL {conn_id}")
+    with pytest.raises(DatabaseUnavailable, match="connection was lost"):
+        await db.fetch("SELECT 1")
+    assert retries(metrics) == {"succeeded": 0, "failed": 0}
+    assert query_errors(metrics) == {"timeout": 1, "connection": 1}
+    stats = db.stats()
+    assert (stats.opened_total, stats.opening) == (2, 0)
+    assert stats.closed_total == {"timeout": 1, "broken": 1}
+    assert await db.fetch("SELECT 1") == [(1,)]
+    assert db.health.status().up
+
+
+# -- a retry that fails ---------------------------------------------------------------------
+
+
+async def test_a_retry_that_cannot_connect_fails_the_request_once(
+    start_db: StartDB, sql: SQL, limited_user: str
+) -> None:
+    metrics = Metrics()
+    db = await start_db(
+        observer=metrics, DB_USER=limited_user, DB_PASSWORD="right-password", DB_POOL_SIZE="1"
+    )
+    [(conn_id,)] = await db.fetch("SELECT CONNECTION_ID()")
+    # The open connection keeps working; a new one is refused (1045), as after a rotation of
+    # the password that this replica has not picked up yet.
+    sql(f"ALTER USER '{limited_user}'@'%' IDENTIFIED BY 'another-password'")
+    sql(f"KILL {conn_id}")
+    with capture_logs() as logs, pytest.raises(DatabaseUnavailable, match="cannot connect"):
+        await db.fetch("SELECT 1", resource="acc")
+    assert retries(metrics, "acc") == {"succeeded": 0, "failed": 1}
+    assert query_errors(metrics, "acc") == {"connection": 1}  # one per failed request
+    status = db.health.status()
+    assert not status.up
+    assert status.message == "rejected: the server refused the connection (1045)"
+    [retried] = events(logs, "query_retried")
+    assert (retried["outcome"], retried["log_level"]) == ("failed", "warning")
+    assert len(events(logs, "database_failing")) == 1
+    stats = db.stats()
+    assert (stats.opened_total, stats.connect_errors_total) == (1, 1)
+    assert (stats.in_use, stats.idle, stats.opening, stats.closed_total) == (0, 0, 0, {"broken": 1})
+
+
+async def test_a_connection_lost_twice_is_retried_once(start_db: StartDB, sql: SQL) -> None:
+    metrics = Metrics()
+    db = await start_db(observer=metrics, DB_POOL_SIZE="1")
+    [(first_id,)] = await db.fetch("SELECT CONNECTION_ID()")
+    statement = "SELECT id FROM acc"
+    sql("LOCK TABLES acc WRITE")  # both attempts wait for it, each on its connection
+    try:
+        held = asyncio.create_task(db.fetch(statement))
+        await wait_until(lambda: sessions_running(sql, statement) == {first_id})
+        sql(f"KILL {first_id}")
+        await wait_until(lambda: len(sessions_running(sql, statement) - {first_id}) == 1)
+        [second_id] = sessions_running(sql, statement) - {first_id}
+        sql(f"KILL {second_id}")
+        with pytest.raises(DatabaseUnavailable, match="connection was lost"):
+            await asyncio.wait_for(held, 5)
+    finally:
+        sql("UNLOCK TABLES")
+    assert retries(metrics) == {"succeeded": 0, "failed": 1}
+    assert query_errors(metrics) == {"connection": 1}
+    stats = db.stats()
+    assert (stats.opened_total, stats.in_use, stats.closed_total) == (2, 0, {"broken": 2})
+
+
+async def test_a_retry_gets_only_what_is_left_of_the_query_time_out(
+    start_db: StartDB, sql: SQL
+) -> None:
+    """A statement whose first row comes 0.1 s after it is sent and its tenth (the end of the
+    first chunk) 0.9 s later, with DB_QUERY_TIMEOUT 1.2: alone it answers. Killed 0.6 s in,
+    before any row was handed on, its retry would need 1 s more, and the deadline set when the
+    first attempt began waiting for rows leaves 0.6 s (a budget of its own would let it
+    succeed: 1.2 s for its first chunk)."""
+    metrics = Metrics()
+    db = await start_db(observer=metrics, DB_POOL_SIZE="1", DB_QUERY_TIMEOUT="1.2")
+    statement = "SELECT seq, REPEAT('x', 20000), SLEEP(0.1) FROM seq_1_to_10"
+    assert len(await db.fetch(statement)) == 10
+    [(conn_id,)] = await db.fetch("SELECT CONNECTION_ID()")
+    started = time.monotonic()
+    slow = asyncio.create_task(db.fetch(statement))
+    await wait_until(lambda: running(sql, conn_id, "SELECT seq"))
+    await asyncio.sleep(0.6 - (time.monotonic() - started))
+    sql(f"KILL {conn_id}")
+    with pytest.raises(DatabaseUnavailable, match=r"within 1\.2 s"):
         await asyncio.wait_for(slow, 5)
-    assert db.stats().closed_total == {"broken": 1}
-    [(new_id,)] = await db.fetch("SELECT CONNECTION_ID()")
-    assert new_id != old_id
-    assert db.stats().in_use == 0
+    assert time.monotonic() - started < 1.3 + 0.5
+    assert retries(metrics) == {"succeeded": 0, "failed": 1}
+    assert query_errors(metrics) == {"timeout": 1}
+    stats = db.stats()
+    assert (stats.opened_total, stats.in_use) == (2, 0)
+    assert stats.closed_total == {"broken": 1, "timeout": 1}
+
+
+async def test_a_retry_connection_too_slow_for_the_time_out_joins_the_pool(
+    start_db: StartDB, db_server: ServerAddress
+) -> None:
+    """Behind the fault proxy: the pooled connection is reset, then every byte is delayed, so
+    the retry's handshake outlasts what is left of DB_QUERY_TIMEOUT. The request fails with the
+    time-out; the connection, opened later, is kept by the pool, not leaked."""
+    with FaultProxy(db_server.host, db_server.port) as proxy:
+        metrics = Metrics()
+        db = await start_db(
+            observer=metrics,
+            DB_PORT=str(proxy.port),
+            DB_POOL_SIZE="1",
+            DB_QUERY_TIMEOUT="0.5",
+            DB_CONNECTION_TIMEOUT="10",
+        )
+        assert await db.fetch("SELECT 1") == [(1,)]
+        assert proxy.set_mode(Mode.RESET) == 1
+        proxy.set_mode(Mode.DELAY, delay_ms=300)
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailable, match=r"within 0\.5 s"):
+            await db.fetch("SELECT 1")
+        assert time.monotonic() - started < 1.2
+        assert retries(metrics) == {"succeeded": 0, "failed": 1}
+        stats = db.stats()
+        assert (stats.in_use, stats.idle, stats.opening) == (0, 0, 1)  # still being opened
+        await wait_until(lambda: db.stats().idle == 1, within=10)
+        stats = db.stats()
+        assert (stats.opened_total, stats.in_use, stats.opening) == (2, 0, 0)
+        assert stats.closed_total == {"broken": 1}
+        proxy.set_mode(Mode.PASS)
+        assert await db.fetch("SELECT 1") == [(1,)]
+        assert db.stats().opened_total == 2  # the late connection serves it
+        await db.close(grace=1)
+        await wait_until(lambda: proxy.open_connections() == 0)  # the proxy's thread sees it
+
+
+async def test_closing_while_a_retry_connects_answers_shutting_down(
+    start_db: StartDB, db_server: ServerAddress
+) -> None:
+    """Behind the fault proxy, as above, with time to spare: the database is closed while the
+    retry's connection is still being opened. The request is told the service is shutting
+    down, and the half-open connection is closed with the pool."""
+    with FaultProxy(db_server.host, db_server.port) as proxy:
+        metrics = Metrics()
+        db = await start_db(
+            observer=metrics,
+            DB_PORT=str(proxy.port),
+            DB_POOL_SIZE="1",
+            DB_QUERY_TIMEOUT="10",
+            DB_CONNECTION_TIMEOUT="10",
+        )
+        assert await db.fetch("SELECT 1") == [(1,)]
+        assert proxy.set_mode(Mode.RESET) == 1
+        proxy.set_mode(Mode.DELAY, delay_ms=300)
+        request = asyncio.create_task(db.fetch("SELECT 1"))
+        await wait_until(lambda: db.stats().opening == 1)
+        await db.close(grace=1)
+        with pytest.raises(DatabaseUnavailable, match="shutting down"):
+            await asyncio.wait_for(request, 5)
+        assert retries(metrics) == {"succeeded": 0, "failed": 1}
+        stats = db.stats()
+        assert (stats.in_use, stats.idle, stats.opening, stats.opened_total) == (0, 0, 0, 1)
+        await wait_until(lambda: proxy.open_connections() == 0)
 
 
 # -- introspection and the server-side limit ------------------------------------------------

@@ -199,6 +199,10 @@ class Scrape:
             return int(self.total("cmapi_db_query_errors_total", resource=resource))
         return int(self.value("cmapi_db_query_errors_total", resource=resource, kind=kind))
 
+    def retries(self, resource: str, outcome: str) -> int:
+        """Statements run once more on a new connection, by outcome (succeeded, failed)."""
+        return int(self.value("cmapi_db_query_retries_total", resource=resource, outcome=outcome))
+
     def http(self, route: str, status: int) -> int:
         return int(
             self.value("cmapi_http_requests_total", route=route, method="GET", status=str(status))
