@@ -263,7 +263,12 @@ class _AiomysqlConnection(_DriverConnection):
         return transport
 
     async def ensure_closed(self) -> None:
+        writer = self._conn._writer
         await self._conn.ensure_closed()
+        if writer is not None:
+            # As asyncmy does: a TLS socket closes only after the TLS shutdown, and a pool
+            # that says it is closed must have nothing left open.
+            await writer.wait_closed()
 
     def looks_dead(self) -> bool:
         if self._conn.closed:
