@@ -174,8 +174,11 @@ class Database:
             self.health.encrypted(f"{encryption} (DB_SSL_MODE={mode})", as_configured=True)
             self._observer.connection_opened(encryption.split()[0])
             return
-        why = "disabled" if mode == "disabled" else "the server offers no TLS"
-        self.health.encrypted(f"none (DB_SSL_MODE={mode}: {why})", as_configured=mode == "disabled")
+        if mode == "disabled":
+            self.health.encrypted("none (DB_SSL_MODE=disabled)", as_configured=True)
+        else:
+            why = "the server offers no TLS"
+            self.health.encrypted(f"none (DB_SSL_MODE={mode}: {why})", as_configured=False)
         self._observer.connection_opened("none")
 
     async def _set_up_session(self, conn: Connection) -> None:
