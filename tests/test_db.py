@@ -5,6 +5,7 @@ one retry on a new connection, introspection and the server-side statement time 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
@@ -599,24 +600,33 @@ async def test_a_retry_gets_only_what_is_left_of_the_query_time_out(
     assert stats.closed_total == {"broken": 1, "timeout": 1}
 
 
-async def test_a_retry_connection_too_slow_for_the_time_out_joins_the_pool(
-    start_db: StartDB, db_server: ServerAddress
-) -> None:
-    """Behind the fault proxy: the pooled connection is reset, then every byte is delayed, so
-    the retry's handshake outlasts what is left of DB_QUERY_TIMEOUT. The request fails with the
-    time-out; the connection, opened later, is kept by the pool, not leaked."""
+@contextlib.asynccontextmanager
+async def _reset_then_slowed(
+    start_db: StartDB, db_server: ServerAddress, query_timeout: str
+) -> AsyncIterator[tuple[FaultProxy, Database, Metrics]]:
+    """Behind the fault proxy, a pool of one connection that is reset, after which every byte
+    is delayed 300 ms: the next query's retry gets a slow handshake."""
     with FaultProxy(db_server.host, db_server.port) as proxy:
         metrics = Metrics()
         db = await start_db(
             observer=metrics,
             DB_PORT=str(proxy.port),
             DB_POOL_SIZE="1",
-            DB_QUERY_TIMEOUT="0.5",
+            DB_QUERY_TIMEOUT=query_timeout,
             DB_CONNECTION_TIMEOUT="10",
         )
         assert await db.fetch("SELECT 1") == [(1,)]
         assert proxy.set_mode(Mode.RESET) == 1
         proxy.set_mode(Mode.DELAY, delay_ms=300)
+        yield proxy, db, metrics
+
+
+async def test_a_retry_connection_too_slow_for_the_time_out_joins_the_pool(
+    start_db: StartDB, db_server: ServerAddress
+) -> None:
+    """The retry's handshake outlasts what is left of DB_QUERY_TIMEOUT. The request fails with
+    the time-out; the connection, opened later, is kept by the pool, not leaked."""
+    async with _reset_then_slowed(start_db, db_server, "0.5") as (proxy, db, metrics):
         started = time.monotonic()
         with pytest.raises(DatabaseUnavailable, match=r"within 0\.5 s"):
             await db.fetch("SELECT 1")
@@ -638,21 +648,10 @@ async def test_a_retry_connection_too_slow_for_the_time_out_joins_the_pool(
 async def test_closing_while_a_retry_connects_answers_shutting_down(
     start_db: StartDB, db_server: ServerAddress
 ) -> None:
-    """Behind the fault proxy, as above, with time to spare: the database is closed while the
-    retry's connection is still being opened. The request is told the service is shutting
-    down, and the half-open connection is closed with the pool."""
-    with FaultProxy(db_server.host, db_server.port) as proxy:
-        metrics = Metrics()
-        db = await start_db(
-            observer=metrics,
-            DB_PORT=str(proxy.port),
-            DB_POOL_SIZE="1",
-            DB_QUERY_TIMEOUT="10",
-            DB_CONNECTION_TIMEOUT="10",
-        )
-        assert await db.fetch("SELECT 1") == [(1,)]
-        assert proxy.set_mode(Mode.RESET) == 1
-        proxy.set_mode(Mode.DELAY, delay_ms=300)
+    """With time to spare, the database is closed while the retry's connection is still being
+    opened. The request is told the service is shutting down, and the half-open connection
+    is closed with the pool."""
+    async with _reset_then_slowed(start_db, db_server, "10") as (proxy, db, metrics):
         request = asyncio.create_task(db.fetch("SELECT 1"))
         await wait_until(lambda: db.stats().opening == 1)
         await db.close(grace=1)

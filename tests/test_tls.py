@@ -5,6 +5,7 @@ certificate names another host. Every mode runs against both drivers."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -12,7 +13,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,16 @@ def _mode_env(mode: str, files: TlsFiles) -> dict[str, str]:
     return env
 
 
+@contextlib.asynccontextmanager
+async def _started_database(env: dict[str, str]) -> AsyncIterator[Database]:
+    db = Database(load_settings(env))
+    await db.start()
+    try:
+        yield db
+    finally:
+        await db.close()
+
+
 async def _session_cipher(db: Database) -> str:
     """The server's word on the pooled session that runs this: its TLS cipher, "" if none."""
     [(_, cipher)] = await db.fetch("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
@@ -91,9 +102,7 @@ async def _session_cipher(db: Database) -> str:
 async def test_each_mode_against_a_tls_server(
     mode: str, driver: str, tls_server: ServerAddress, tls_files: TlsFiles
 ) -> None:
-    db = Database(load_settings(_env(tls_server, driver, **_mode_env(mode, tls_files))))
-    await db.start()
-    try:
+    async with _started_database(_env(tls_server, driver, **_mode_env(mode, tls_files))) as db:
         cipher = await _session_cipher(db)
         assert (cipher != "") == (mode != "disabled"), cipher
         if mode == "disabled":
@@ -101,8 +110,6 @@ async def test_each_mode_against_a_tls_server(
         else:
             assert db.health.tls.startswith("TLSv1.")
             assert db.health.tls.endswith(f" {cipher} (DB_SSL_MODE={mode})")
-    finally:
-        await db.close()
 
 
 @pytest.mark.parametrize("driver", NAMES)
@@ -110,16 +117,14 @@ async def test_each_mode_against_a_tls_server(
 async def test_each_mode_against_a_server_without_tls(
     mode: str, driver: str, plain_server: ServerAddress, tls_files: TlsFiles
 ) -> None:
-    db = Database(load_settings(_env(plain_server, driver, **_mode_env(mode, tls_files))))
+    env = _env(plain_server, driver, **_mode_env(mode, tls_files))
     if mode in ("disabled", "preferred"):
-        await db.start()
-        try:
+        async with _started_database(env) as db:
             assert await _session_cipher(db) == ""
             assert db.health.tls.startswith("none (DB_SSL_MODE=")
             assert (mode == "preferred") == db.health.tls.endswith("the server offers no TLS)")
-        finally:
-            await db.close()
         return
+    db = Database(load_settings(env))
     with pytest.raises(StartupError) as failed:
         await db.start()
     host = f"{plain_server.host}:{plain_server.port}"
@@ -148,19 +153,9 @@ async def test_a_requiring_mode_logs_in_nowhere_on_a_server_without_tls(
         cur.execute("SELECT COUNT(*) FROM performance_schema.users WHERE USER = %s", (user,))
         assert cur.fetchall() == ((0,),)
         # The same account does log in when TLS is not required: the check above can fail.
-        db = Database(
-            load_settings(
-                _env(
-                    plain_server,
-                    "aiomysql",
-                    DB_USER=user,
-                    DB_PASSWORD=password,
-                    DB_SSL_MODE="preferred",
-                )
-            )
-        )
-        await db.start()
-        await db.close()
+        preferred = {"DB_USER": user, "DB_PASSWORD": password, "DB_SSL_MODE": "preferred"}
+        async with _started_database(_env(plain_server, "aiomysql", **preferred)):
+            pass
         cur.execute("SELECT COUNT(*) FROM performance_schema.users WHERE USER = %s", (user,))
         assert cur.fetchall() == ((1,),)
 
@@ -217,12 +212,8 @@ async def test_verify_ca_accepts_the_certificate_of_another_host(
 ) -> None:
     """verify_ca checks the signature, not the name (as MySQL's client)."""
     env = _env(elsewhere_server, driver, DB_SSL_MODE="verify_ca", DB_SSL_CA=str(tls_files.ca))
-    db = Database(load_settings(env))
-    await db.start()
-    try:
+    async with _started_database(env) as db:
         assert await _session_cipher(db) != ""
-    finally:
-        await db.close()
 
 
 @pytest.fixture(scope="module")
@@ -268,13 +259,9 @@ async def test_a_client_certificate_logs_in_where_x509_is_required(
         tls_server, driver, DB_USER=user, DB_PASSWORD=password,
         DB_SSL_MODE="verify_identity", DB_SSL_CA=str(tls_files.ca), **files,
     )  # fmt: skip
-    db = Database(load_settings(env))
-    await db.start()
-    try:
+    async with _started_database(env) as db:
         assert await _session_cipher(db) != ""
         assert await db.fetch("SELECT id FROM acc ORDER BY id LIMIT 1")
-    finally:
-        await db.close()
 
 
 # -- what the service says, and what the server says of the service's sessions ----------------
