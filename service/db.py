@@ -167,12 +167,13 @@ class Database:
         self._tell_encryption(conn.encryption())
         return conn
 
-    def _tell_encryption(self, encryption: str | None) -> None:
+    def _tell_encryption(self, encryption: tuple[str, str] | None) -> None:
         """What a new connection's TLS is, for /readyz?verbose, the log and the metrics."""
         mode = self._tls.mode
         if encryption is not None:
-            self.health.encrypted(f"{encryption} (DB_SSL_MODE={mode})", as_configured=True)
-            self._observer.connection_opened(encryption.split()[0])
+            version, cipher = encryption
+            self.health.encrypted(f"{version} {cipher} (DB_SSL_MODE={mode})", as_configured=True)
+            self._observer.connection_opened(version)
             return
         if mode == "disabled":
             self.health.encrypted("none (DB_SSL_MODE=disabled)", as_configured=True)
@@ -325,8 +326,8 @@ class Database:
         once, and not while the database is known to be down (an outage must not be doubled)."""
         if statement.handed or statement.retry is not None or not self.health.status().up:
             return False
-        if isinstance(exc, RuntimeError) and not statement.conn.looks_dead():
-            return False  # not the connection's doing: a bug
+        if _a_bug(exc, statement.conn):
+            return False
         return _classify(exc)[1] == "connection"
 
     async def _reconnect(self, statement: _Statement, exc: Exception) -> None:
@@ -377,8 +378,8 @@ class Database:
         except PoolClosed:  # closing while a retry's connection was being opened
             raise DatabaseUnavailable("the service is shutting down") from None
         except (pymysql.err.MySQLError, OSError, RuntimeError) as exc:
-            if isinstance(exc, RuntimeError) and not statement.conn.looks_dead():
-                discard = "error"  # not the connection's doing: a bug, answered with 500
+            if _a_bug(exc, statement.conn):
+                discard = "error"  # answered with 500
                 raise
             discard, kind, error = _classify(exc)
             self._failed(resource, kind, _statement_failure(kind, what), _describe(exc))
@@ -450,6 +451,12 @@ async def _read(
         statement.handed = True
         consume(chunk)
         await asyncio.sleep(0)
+
+
+def _a_bug(exc: BaseException, conn: Connection) -> bool:
+    """A RuntimeError on a connection that does not look dead is not the connection's doing
+    (uvloop raises one on a write to a transport the server has just closed)."""
+    return isinstance(exc, RuntimeError) and not conn.looks_dead()
 
 
 def _classify(exc: BaseException) -> tuple[str, str, Exception]:

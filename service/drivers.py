@@ -70,9 +70,9 @@ class Connection(Protocol):
     def thread_id(self) -> int:
         """The server's id of this session (CONNECTION_ID(), PROCESSLIST's ID)."""
 
-    def encryption(self) -> str | None:
-        """The TLS version and cipher in use ("TLSv1.3 TLS_AES_256_GCM_SHA384"), None when
-        the connection is not encrypted."""
+    def encryption(self) -> tuple[str, str] | None:
+        """The TLS version and cipher in use (("TLSv1.3", "TLS_AES_256_GCM_SHA384")), None
+        when the connection is not encrypted."""
 
     async def ping(self) -> None: ...
 
@@ -118,11 +118,11 @@ class _DriverConnection:
     def thread_id(self) -> int:
         return int(self._conn.thread_id())
 
-    def encryption(self) -> str | None:
+    def encryption(self) -> tuple[str, str] | None:
         tls = self._transport().get_extra_info("ssl_object")
         if tls is None:
             return None
-        return f"{tls.version()} {tls.cipher()[0]}"
+        return str(tls.version()), str(tls.cipher()[0])
 
     def _transport(self) -> asyncio.Transport:
         raise NotImplementedError

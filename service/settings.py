@@ -8,6 +8,7 @@ from them (tests/settings_docs.py; the tests fail when a file differs).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import math
@@ -303,16 +304,14 @@ def _time_zone(env: Env, spec: Spec) -> str:
     name = env.raw(spec.variable)
     if not name:
         return name
-    try:
-        known = name != "localtime" and ZoneInfo(name) is not None
-    except (ValueError, KeyError, OSError):  # KeyError: ZoneInfoNotFoundError
-        known = False
-    if not known:
-        raise SettingsError(
-            spec.variable.name,
-            f"expected an IANA time zone name such as Europe/Berlin, or UTC, got {name[:64]!r}",
-        )
-    return name
+    if name != "localtime":
+        with contextlib.suppress(ValueError, KeyError, OSError):  # KeyError: not found
+            ZoneInfo(name)
+            return name
+    raise SettingsError(
+        spec.variable.name,
+        f"expected an IANA time zone name such as Europe/Berlin, or UTC, got {name[:64]!r}",
+    )
 
 
 # -- the declarations -------------------------------------------------------------------------

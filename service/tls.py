@@ -95,7 +95,7 @@ def handshake_failure(exc: BaseException) -> str | None:
         if isinstance(seen, ssl.SSLError):
             return f"TLS: the handshake failed ({seen.reason or seen})"
         if _is_no_tls(seen):
-            return "TLS: the server offers no TLS, and DB_SSL_MODE requires it"
+            return f"TLS: {NO_TLS_TEXT}"
         seen = seen.__cause__ or seen.__context__
     return None
 
