@@ -133,7 +133,9 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     cors = None
     if settings.cors_allowed_origins:
         cors = CorsPolicy(
-            settings.cors_allowed_origins, credentials=settings.cors_allow_credentials
+            settings.cors_allowed_origins,
+            credentials=settings.cors_allow_credentials,
+            headers=settings.cors_allowed_headers,
         )
     routing = Routing(RequestIds(), metrics.http, cors)
     data_tokens = BearerTokens(settings.api_tokens, "cm-api") if settings.api_tokens else None

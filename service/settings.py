@@ -28,6 +28,8 @@ T = TypeVar("T", int, float)
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 # RFC 6750's b64token, at least 16 characters so that a guessable word is not a token.
 TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]{16,}=*")
+# RFC 9110's token, the grammar of a field name.
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
 ORIGIN = re.compile(r"https?://([A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
 
 # A variable with one of these prefixes that is no setting is most likely a typo of one.
@@ -271,6 +273,19 @@ def _origins(env: Env, spec: Spec) -> frozenset[str]:
             )
     # Browsers send the scheme and host in lower case.
     return frozenset(item.lower() for item in items)
+
+
+def _header_names(env: Env, spec: Spec) -> tuple[str, ...]:
+    names: list[str] = []
+    for item in _items(env, spec):
+        if not HEADER_NAME.fullmatch(item):
+            raise SettingsError(
+                spec.variable.name,
+                f"expected comma-separated header names like X-Trace-Id, got {item[:64]!r}",
+            )
+        if item.lower() not in names:  # header names are case-insensitive
+            names.append(item.lower())
+    return tuple(names)
 
 
 def _table_names(env: Env, spec: Spec) -> tuple[str, ...]:
@@ -589,6 +604,15 @@ class Settings:
         "routes, or * for any; empty: no CORS headers, preflights get 405",
         accepts="origins, or *",
         parse=_origins,
+    )
+    cors_allowed_headers: tuple[str, ...] = setting(
+        "CORS_ALLOWED_HEADERS",
+        "",
+        "comma-separated request header names a page may send besides those always allowed "
+        "(Authorization, If-None-Match, Prefer, X-Request-Id, Content-Type, X-Requested-With, "
+        "Cache-Control, Pragma and the CORS-safelisted ones)",
+        accepts="header names",
+        parse=_header_names,
     )
     cors_allow_credentials: bool = setting(
         "CORS_ALLOW_CREDENTIALS",

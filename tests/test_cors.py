@@ -115,6 +115,7 @@ async def test_preflight_needs_no_token_and_lists_what_is_allowed(
         (preflight_headers(origin="https://evil.example"), "origin"),
         (preflight_headers(method="DELETE"), "method"),
         (preflight_headers(headers="authorization, x-custom"), "x-custom"),
+        (preflight_headers(headers="prefer, x-custom"), "CORS_ALLOWED_HEADERS"),
     ],
 )
 async def test_preflight_refusals_say_why(
@@ -151,3 +152,46 @@ async def test_any_origin(aiohttp_client: Factory, make_settings: Callable[..., 
     )
     assert preflight.status == 204
     assert preflight.headers["Access-Control-Allow-Origin"] == "*"
+
+
+# What fetch wrappers and chart libraries put on every request (jQuery's X-Requested-With, axios'
+# Content-Type, no-cache headers), a long-poll's Prefer, and safelisted headers with values that
+# are not safelisted (which browsers then list in the preflight).
+WHAT_PAGES_SEND = (
+    "Content-Type, X-Requested-With, Prefer, Cache-Control, Pragma, If-None-Match, "
+    "Authorization, X-Request-Id, Accept, Accept-Language, Content-Language, Range"
+)
+
+
+async def test_preflight_accepts_what_real_fetch_code_sends(
+    aiohttp_client: Factory, make_settings: Callable[..., Settings]
+) -> None:
+    client = await app_client(aiohttp_client, make_settings, CORS_ALLOWED_ORIGINS=DASHBOARD)
+    for headers in (WHAT_PAGES_SEND, WHAT_PAGES_SEND.lower(), "content-type", "prefer,pragma"):
+        preflight = await client.options("/acc/", headers=preflight_headers(headers=headers))
+        assert preflight.status == 204, (headers, await preflight.text())
+        allowed = {h.strip() for h in preflight.headers["Access-Control-Allow-Headers"].split(",")}
+        assert {h.strip().lower() for h in headers.split(",")} <= allowed
+    answer = await client.get("/acc/", headers={"Origin": DASHBOARD})
+    exposed = {h.strip() for h in answer.headers["Access-Control-Expose-Headers"].split(",")}
+    assert {"Preference-Applied", "Age", "X-Cache", "ETag"} <= exposed
+
+
+async def test_cors_allowed_headers_adds_more(
+    aiohttp_client: Factory, make_settings: Callable[..., Settings]
+) -> None:
+    client = await app_client(
+        aiohttp_client,
+        make_settings,
+        CORS_ALLOWED_ORIGINS=DASHBOARD,
+        CORS_ALLOWED_HEADERS="X-Dashboard-Version, Traceparent",
+    )
+    preflight = await client.options(
+        "/user/", headers=preflight_headers(headers="x-dashboard-version,traceparent,prefer")
+    )
+    assert preflight.status == 204, await preflight.text()
+    allowed = preflight.headers["Access-Control-Allow-Headers"]
+    assert "x-dashboard-version" in allowed
+    assert "traceparent" in allowed
+    still_refused = await client.options("/user/", headers=preflight_headers(headers="x-other"))
+    assert still_refused.status == 403

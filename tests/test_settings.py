@@ -194,7 +194,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "SHUTDOWN_DELAY_SECONDS": "0", "SHUTDOWN_GRACE_SECONDS": "1",
         "API_TOKENS_FILE": str(tokens), "METRICS_TOKENS_FILE": str(tokens),
         "CORS_ALLOWED_ORIGINS": "https://dash.example", "CORS_ALLOW_CREDENTIALS": "true",
-        "DB_SSL_MODE": "required", "DB_SSL_CA": str(tls.ca),
+        "CORS_ALLOWED_HEADERS": "X-Trace-Id", "DB_SSL_MODE": "required", "DB_SSL_CA": str(tls.ca),
         "DB_SSL_CERT": str(tls.client_combined), "DB_SSL_KEY": str(tls.client_key),
     }  # fmt: skip
     # Set with the variable and without it: a key needs its certificate.
@@ -361,6 +361,8 @@ def test_cors_origins_are_normalised() -> None:
     )
     assert s.cors_allowed_origins == {"https://dash.example.com", "http://[::1]:8080"}
     assert not s.cors_allow_credentials
+    headers = load_settings({**REQUIRED, "CORS_ALLOWED_HEADERS": "X-Trace, x-trace , Baggage"})
+    assert headers.cors_allowed_headers == ("x-trace", "baggage")
 
 
 @pytest.mark.parametrize(
@@ -371,6 +373,8 @@ def test_cors_origins_are_normalised() -> None:
         ({"CORS_ALLOWED_ORIGINS": "*,https://a.example"}, "CORS_ALLOWED_ORIGINS"),
         ({"CORS_ALLOWED_ORIGINS": "null"}, "CORS_ALLOWED_ORIGINS"),
         ({"CORS_ALLOW_CREDENTIALS": "maybe"}, "CORS_ALLOW_CREDENTIALS"),
+        ({"CORS_ALLOWED_HEADERS": "X-Good, X Bad"}, "CORS_ALLOWED_HEADERS"),
+        ({"CORS_ALLOWED_HEADERS": "X-Colon:"}, "CORS_ALLOWED_HEADERS"),
         (
             {"CORS_ALLOWED_ORIGINS": "*", "CORS_ALLOW_CREDENTIALS": "true"},
             "CORS_ALLOW_CREDENTIALS",
