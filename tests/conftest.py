@@ -18,7 +18,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
 from aiohttp import web
@@ -262,3 +262,19 @@ def required_tool(name: str, package: str) -> str:
 def prometheus_tool(name: str) -> str:
     """`promtool` or `prometheus`, from Debian's `prometheus` package."""
     return required_tool(name, "Debian's prometheus package")
+
+
+# Figures a test measured, by heading (name -> value), printed at the end of every run that
+# measured them: the README quotes them (tests/test_dashboard.py).
+FIGURES: Final = pytest.StashKey[dict[str, dict[str, object]]]()
+
+
+def report_figures(config: pytest.Config, heading: str, figures: dict[str, object]) -> None:
+    config.stash.setdefault(FIGURES, {})[heading] = figures
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    for heading, figures in config.stash.get(FIGURES, {}).items():
+        terminalreporter.section(heading)
+        for name, value in figures.items():
+            terminalreporter.write_line(f"  {name}: {value}")
