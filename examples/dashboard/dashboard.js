@@ -182,14 +182,15 @@ async function follow(resource, list) {
   }
 }
 
+// The status line's mode after an answer: [mode, why].
 function mode(longPoll, held, longPollFrom) {
   if (held) return ["long-poll", ""];
-  if (config.wait === 0) return ["polling", "wait=0"];
   if (longPoll) return ["polling", "the server did not hold the request"];
+  if (config.wait === 0) return ["polling", "wait=0"];
   if (Date.now() < longPollFrom) {
     return ["polling", `long-poll failed; again at ${new Date(longPollFrom).toLocaleTimeString()}`];
   }
-  return ["starting", ""];
+  return ["long-poll", ""]; // the first answer: the next request asks to be held
 }
 
 function show(resource, list, withRows) {
