@@ -83,6 +83,11 @@ class Tab:
     wire: list[Wire] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # console errors, page errors, failures
     closed: bool = False
+    outage: bool = False  # the API was stopped on purpose: errors go to outage_errors
+    outage_errors: list[str] = field(default_factory=list)
+
+    def error(self, text: str) -> None:
+        (self.outage_errors if self.outage else self.errors).append(text)
 
     async def shown(self) -> dict[str, Any]:
         result: dict[str, Any] = await self.page.evaluate(SHOWN_JS)
@@ -108,6 +113,7 @@ class Fallback:
     tabs: list[Tab]
     final: dict[int, dict[str, Any]]
     change: Change
+    outage: dict[int, dict[str, Any]]  # what the tabs showed once the service was stopped
 
     @property
     def wire(self) -> list[Wire]:
@@ -145,9 +151,15 @@ def _drain(stream: IO[str] | None, into: list[str]) -> threading.Thread:
     return thread
 
 
+@dataclass(frozen=True)
+class Api:
+    url: str
+    process: subprocess.Popen[str]
+
+
 @contextlib.asynccontextmanager
-async def cm_api(db: LoggedMariaDB, page_origin: str, **variables: str) -> AsyncIterator[str]:
-    """The real service on a free port, allowing the page's origin; its base URL."""
+async def cm_api(db: LoggedMariaDB, page_origin: str, **variables: str) -> AsyncIterator[Api]:
+    """The real service on a free port, allowing the page's origin."""
     port = free_port()
     env = {
         **listening_env(db.address, DATABASE, (SERVICE_USER, db.password), port),
@@ -172,7 +184,7 @@ async def cm_api(db: LoggedMariaDB, page_origin: str, **variables: str) -> Async
                 await asyncio.sleep(0.1)
             else:
                 raise AssertionError("cm-api not ready")
-        yield base
+        yield Api(base, process)
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -238,17 +250,17 @@ async def open_tab(browser_context: Any, number: int, url: str, api: str) -> Tab
 
     def on_console(message: ConsoleMessage) -> None:
         if message.type == "error":
-            tab.errors.append(f"console: {message.text} ({message.location})")
+            tab.error(f"console: {message.text} ({message.location})")
 
     def on_failed(request: Request) -> None:
         # Chromium ends a fetch answered without a body (a 304) as failed (net::ERR_ABORTED)
         # although the page's fetch got the answer (microsoft/playwright#32752): not a failure.
         if not tab.closed and request not in answered:
-            tab.errors.append(f"request failed: {request.method} {request.url} {request.failure}")
+            tab.error(f"request failed: {request.method} {request.url} {request.failure}")
 
     page.on("response", on_response)
     page.on("console", on_console)
-    page.on("pageerror", lambda error: tab.errors.append(f"page error: {error}"))
+    page.on("pageerror", lambda error: tab.error(f"page error: {error}"))
     page.on("requestfailed", on_failed)
     await page.goto(url)
     return tab
@@ -376,8 +388,9 @@ async def drive(browser: Browser, db: LoggedMariaDB, page_origin: str, api: str)
 
 
 async def drive_fallback(
-    browser: Browser, db: LoggedMariaDB, page_origin: str, api: str
+    browser: Browser, db: LoggedMariaDB, page_origin: str, service: Api
 ) -> Fallback:
+    api = service.url
     context = await browser.new_context()
     url = f"{page_origin}/index.html?api={api}&wait={WAIT}&poll={FALLBACK_POLL}"
     opened = await asyncio.gather(*(open_tab(context, n, url, api) for n in range(FALLBACK_TABS)))
@@ -395,10 +408,23 @@ async def drive_fallback(
     change = await change_row(db, tabs, "acc", "name", 2, "Borealis Energía (renamed)")
     await asyncio.sleep(2 * FALLBACK_POLL)
     final = await showing(tabs)
+
+    # The API goes away: the page must say so and keep its rows.
+    for tab in tabs:
+        tab.outage = True
+    service.process.send_signal(signal.SIGTERM)
+    await asyncio.to_thread(service.process.wait, SOON)
+
+    async def failing() -> bool:
+        shown = await showing(tabs)
+        return all(s["lists"][t]["error"] for s in shown.values() for t in ("acc", "user"))
+
+    await eventually(failing, SOON, "every tab shows the error", tabs)
+    outage = await showing(tabs)
     for tab in tabs:
         tab.closed = True
     await context.close()
-    return Fallback(tabs, final, change)
+    return Fallback(tabs, final, change, outage)
 
 
 async def run_dashboard(chromium: str) -> Run:
@@ -408,7 +434,7 @@ async def run_dashboard(chromium: str) -> Run:
             browser = await playwright.chromium.launch(executable_path=chromium)
             try:
                 async with cm_api(db, page_origin) as api:
-                    run = await drive(browser, db, page_origin, api)
+                    run = await drive(browser, db, page_origin, api.url)
                 # Long-poll off: no answer carries Preference-Applied, so the page polls.
                 async with cm_api(db, page_origin, LONG_POLL_MAX_SECONDS="0") as api:
                     run.fallback = await drive_fallback(browser, db, page_origin, api)
@@ -439,6 +465,9 @@ def run(pytestconfig: pytest.Config) -> Run:
             "long-poll off, polling every 1 s: worst change delay (s), answers": (
                 round(result.fallback.change.worst, 2) if result.fallback else None,
                 dict(Counter(w.status for w in result.fallback.wire)) if result.fallback else None,
+            ),
+            "API stopped: refused connections the browser logged (console, requests)": (
+                sum(len(t.outage_errors) for t in result.fallback.tabs) if result.fallback else None
             ),
             "test wall time with MariaDB and the service (s)": round(time.monotonic() - began, 1),
         },
@@ -499,6 +528,19 @@ def test_without_long_poll_the_page_polls(run: Run) -> None:
     assert not any(w.preference_applied for w in fallback.wire)
     # A cached answer expires after TTL; the next poll refreshes it, the one after gets it.
     assert fallback.change.worst <= TTL + 2 * FALLBACK_POLL + 1, fallback.change.delays
+
+
+def test_a_failure_is_shown_and_the_rows_stay(run: Run) -> None:
+    assert run.fallback is not None
+    for number, shown in run.fallback.outage.items():
+        for table, ids in run.expected_ids.items():
+            listed = shown["lists"][table]
+            assert listed["error"].startswith("no answer"), (number, table, listed["error"])
+            assert [i for i, _ in listed["rows"]] == ids, (number, table)
+    # What the browser logged meanwhile: the refused connections, nothing else.
+    for tab in run.fallback.tabs:
+        for error in tab.outage_errors:
+            assert "ERR_CONNECTION_REFUSED" in error, error
 
 
 def test_no_console_errors(run: Run) -> None:
