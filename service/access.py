@@ -28,6 +28,8 @@ STARTED: Final = web.RequestKey("started", float)
 REQUEST_ID: Final = web.RequestKey("request_id", str)
 # Set by responses.cached_response: what the cache did for this request.
 CACHE_OUTCOME: Final = web.RequestKey("cache_outcome", Outcome)
+# Set by longpoll.respond: seconds the request was held waiting for its data to change.
+HELD: Final = web.RequestKey("held", float)
 
 # Probes and scrapes arrive every few seconds from every kubelet and Prometheus: debug level.
 QUIET_ROUTES: Final = frozenset({"/livez", "/readyz", "/metrics"})
@@ -61,6 +63,7 @@ def record(
         resource = cast(web.Request, request).match_info.route.resource
         template = None if resource is None else resource.canonical
         seconds = time.perf_counter() - started
+    held = request.get(HELD, 0.0)
     route, served = metrics.route(template)
     status = response.status
     # aiohttp reports an answer it could not finish writing too; nginx's 499 says the client
@@ -68,7 +71,10 @@ def record(
     if not response._eof_sent:
         status = CLIENT_CLOSED_REQUEST
     outcome = request.get(CACHE_OUTCOME)
-    metrics.http.count(route, served, request.method, status, seconds=seconds, outcome=outcome)
+    # The time spent waiting for a change is the client's choice, not the service's latency.
+    metrics.http.count(
+        route, served, request.method, status, seconds=seconds - held, outcome=outcome
+    )
     level = logging.DEBUG if route in QUIET_ROUTES else logging.INFO
     if lines.enabled_for(level):
         lines.write(
@@ -80,6 +86,7 @@ def record(
                 "path": request.path[:_MAX_PATH],
                 "status": status,
                 "duration_ms": round(seconds * 1000, 3),  # handler start to last byte written
+                "held_ms": round(held * 1000, 3),  # of which waiting for a change (long-poll)
                 "bytes": response.body_length,
                 "cache": None if outcome is None else outcome.value,
                 "client": request.remote,

@@ -13,13 +13,14 @@ from prometheus_client import CollectorRegistry
 
 from .auth import BearerTokens
 from .cache import ReadThroughCache
+from .changes import ChangeWaits
 from .cors import CorsPolicy
 from .db import Database, QueryObserver
 from .dbhealth import keep_checked
 from .errors import DatabaseQueryError, DatabaseUnavailable, ResultTooLarge, StartupError
 from .handlers import ResourceHandlers
 from .health import Readiness, livez, readyz
-from .keys import CACHE, CATALOG, DATABASE, METRICS, READINESS, SETTINGS
+from .keys import CACHE, CATALOG, CHANGES, DATABASE, METRICS, READINESS, SETTINGS
 from .metrics import Metrics
 from .openapi import openapi_ctx, openapi_json
 from .request_id import RequestIds
@@ -101,6 +102,16 @@ async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
     await cache.close()
 
 
+async def changes_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Requests held until their data changes (long-poll); released and their reloads stopped
+    at shutdown, before the cache closes (this context comes after cache_ctx)."""
+    changes = ChangeWaits(app[CACHE], max_held=app[SETTINGS].long_poll_max_held)
+    app[CHANGES] = changes
+    app[METRICS].watch_held(changes.stats)
+    yield
+    await changes.close()
+
+
 async def readiness_ctx(app: web.Application) -> AsyncIterator[None]:
     """/readyz's state, and the background check that keeps the database's state current
     while no request asks it; needs the database, so it comes after database_ctx."""
@@ -128,6 +139,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     metrics = app[METRICS] = Metrics(registry)
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(cache_ctx)
+    app.cleanup_ctx.append(changes_ctx)
     app.cleanup_ctx.append(readiness_ctx)
     app.cleanup_ctx.append(openapi_ctx)
     cors = None

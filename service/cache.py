@@ -91,7 +91,7 @@ class CacheStats:
     """The cache's state and its own events. What each request got is counted per response
     (Lookup.outcome, by access.py), not here."""
 
-    refreshes: int  # background loads started by stale-while-revalidate
+    refreshes: int  # background loads: stale-while-revalidate, and refresh() for waiters
     load_errors: int
     evictions: int  # entries dropped to stay within the byte budget
     oversize: int  # loads served but not stored because they alone exceed the budget
@@ -152,7 +152,8 @@ class ReadThroughCache:
     a stored entry servable under stale-if-error. `refusal_types` are answers about the data
     itself (a list too large to serve): remembered for the TTL, like an entry, so that polling
     clients do not run the query again. Any other loader error (say, not found) is passed to
-    the waiting requests of that load and forgotten.
+    the waiting requests of that load and forgotten. Both drop the stored entry: it no
+    longer stands.
     """
 
     def __init__(
@@ -193,6 +194,11 @@ class ReadThroughCache:
         the common case costs no coroutine and no loader to build."""
         entry = self._store.use(key)
         return None if entry is None else self._hit(entry, self.clock())
+
+    def hit(self, entry: Entry) -> Lookup:
+        """`entry` served now from memory (one a waiter was handed), whatever its age."""
+        age = self.clock() - entry.loaded_at
+        return Lookup(entry, Outcome.HIT, age, self.ttl - age)
 
     def _hit(self, entry: Entry, now: float) -> Lookup | None:
         age = now - entry.loaded_at
@@ -239,6 +245,19 @@ class ReadThroughCache:
         age = self.clock() - fresh.loaded_at
         stored = outcome is Outcome.MISS and self._store.use(key) is fresh
         return Lookup(fresh, outcome, age, self.ttl - age, "stored" if stored else "")
+
+    async def refresh(self, key: Hashable, load: Loader) -> Entry:
+        """A new entry for `key` whatever the stored one's age: for a background reader that
+        waits for changes. Joins a load already running (single-flight); while a recent
+        failure is remembered, raises it without a load."""
+        task = self._inflight.get(key)
+        if task is None:
+            failure = self._recent_failure(key, self.clock())
+            if failure is not None:
+                raise failure.error.with_traceback(None)
+            self._counters.refreshes += 1
+            task = self._start(key, load, self.clock())
+        return await asyncio.shield(task)
 
     def stats(self) -> CacheStats:
         c = self._counters
@@ -302,6 +321,11 @@ class ReadThroughCache:
             raise
         except self.refusal_types as exc:
             self._remember(key, _Failure(exc, self.clock(), self.ttl, outage=False))
+            self._store.pop(key, None)
+            raise
+        except Exception:
+            # An answer about the data (the row is gone): what was stored no longer stands.
+            self._store.pop(key, None)
             raise
         self._failures.pop(key, None)
         entry = await self._entry(document, started, self._store.use(key))

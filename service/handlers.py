@@ -11,6 +11,7 @@ from .cache import Document
 from .encoding import JsonArray, TooLarge, encode, rows_to_objects
 from .errors import BadRequest, NotFound, ResultTooLarge
 from .keys import CACHE, CATALOG, DATABASE, SETTINGS
+from .longpoll import PREFER, respond
 from .resources import Page
 from .responses import cached_response
 
@@ -49,7 +50,7 @@ class ResourceHandlers:
             page, key = WHOLE, self._whole_key
         cache = app[CACHE]
         hit = cache.fresh(key)
-        if hit is not None:
+        if hit is not None and PREFER not in request.headers:
             return cached_response(request, hit)
 
         async def load() -> Document:
@@ -68,7 +69,8 @@ class ResourceHandlers:
             link = resource.next_link(page, last, f"/{self.name}/")
             return Document(await rows.finish(), (("Link", link),) if link is not None else ())
 
-        return cached_response(request, await cache.get(key, load))
+        lookup = hit if hit is not None else await cache.get(key, load)
+        return await respond(request, key, lookup, load)
 
     async def item(self, request: web.Request) -> web.Response:
         app = request.app
@@ -85,7 +87,7 @@ class ResourceHandlers:
 
         cache, cache_key = app[CACHE], (self.name, "item", key)
         hit = cache.fresh(cache_key)
-        if hit is not None:
+        if hit is not None and PREFER not in request.headers:
             return cached_response(request, hit)
 
         async def load() -> Document:
@@ -94,4 +96,5 @@ class ResourceHandlers:
                 raise NotFound(f"no {self.name} with id {str(key)[:64]!r}")
             return Document(encode(rows_to_objects(resource.columns, rows)[0]))
 
-        return cached_response(request, await cache.get(cache_key, load))
+        lookup = hit if hit is not None else await cache.get(cache_key, load)
+        return await respond(request, cache_key, lookup, load)

@@ -112,7 +112,8 @@ class HttpStats:
         # series is 14 lines) for HEAD requests nobody charts apart.
         durations = HistogramMetricFamily(
             "cmapi_http_request_duration_seconds",
-            "From the request's arrival to its last byte written",
+            "From the request's arrival to its last byte written, less the time a long-poll"
+            " was held waiting for a change",
             labels=["route"],
         )
         bounds = [*map(floatToGoString, self.buckets), "+Inf"]

@@ -12,6 +12,7 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from .cache import ReadThroughCache
+    from .changes import ChangeWaits
     from .db import Database
     from .health import Readiness
     from .metrics import Metrics
@@ -23,6 +24,7 @@ SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 DATABASE: web.AppKey[Database] = web.AppKey("database")
 CATALOG: web.AppKey[Catalog] = web.AppKey("catalog")
 CACHE: web.AppKey[ReadThroughCache] = web.AppKey("cache")
+CHANGES: web.AppKey[ChangeWaits] = web.AppKey("changes")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 READINESS: web.AppKey[Readiness] = web.AppKey("readiness")
 OPENAPI: web.AppKey[ServedDocument] = web.AppKey("openapi")

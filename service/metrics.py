@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 
 from . import __version__
 from .cache import CacheStats
+from .changes import Ended, HeldStats
 from .httpstats import HttpStats
 from .pool import PoolStats
 
@@ -71,6 +72,7 @@ class _StateCollector(Collector):
         self.cache: Callable[[], CacheStats] | None = None
         self.ready: Callable[[], bool] | None = None
         self.database_up: Callable[[], bool] | None = None
+        self.held: Callable[[], HeldStats] | None = None
 
     def collect(self) -> Iterable[Metric]:
         if self.ready is not None:
@@ -90,6 +92,8 @@ class _StateCollector(Collector):
             yield from _pool_metrics(self.pool())
         if self.cache is not None:
             yield from _cache_metrics(self.cache())
+        if self.held is not None:
+            yield from _held_metrics(self.held())
 
 
 def _pool_metrics(p: PoolStats) -> Iterator[Metric]:
@@ -142,6 +146,28 @@ def _pool_metrics(p: PoolStats) -> Iterator[Metric]:
     )
 
 
+def _held_metrics(h: HeldStats) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        "cmapi_http_held_requests",
+        "Requests held now until their data changes (Prefer: wait, long-poll)",
+        value=h.held,
+    )
+    yield GaugeMetricFamily(
+        "cmapi_http_max_held_requests",
+        "The most requests held at once (LONG_POLL_MAX_HELD)",
+        value=h.max_held,
+    )
+    ended = CounterMetricFamily(
+        "cmapi_http_long_polls",
+        "Requests that asked to wait for a change, by how the wait ended (changed, timeout, "
+        "released at shutdown, gone: the client left, refused: not held)",
+        labels=["ended"],
+    )
+    for how in Ended:
+        ended.add_metric([how.value], h.ended.get(how.value, 0))
+    yield ended
+
+
 def _cache_metrics(c: CacheStats) -> Iterator[Metric]:
     yield GaugeMetricFamily("cmapi_cache_entries", "Entries stored in the cache", value=c.entries)
     yield GaugeMetricFamily(
@@ -166,7 +192,7 @@ def _cache_metrics(c: CacheStats) -> Iterator[Metric]:
     )
     yield CounterMetricFamily(
         "cmapi_cache_refreshes",
-        "Background refreshes started by stale-while-revalidate",
+        "Background loads started by stale-while-revalidate or for long-poll waiters",
         value=c.refreshes,
     )
     yield CounterMetricFamily(
@@ -243,6 +269,9 @@ class Metrics:
 
     def watch_cache(self, stats: Callable[[], CacheStats]) -> None:
         self._state.cache = stats
+
+    def watch_held(self, stats: Callable[[], HeldStats]) -> None:
+        self._state.held = stats
 
     def watch_readiness(self, ready: Callable[[], bool]) -> None:
         self._state.ready = ready

@@ -25,7 +25,7 @@ import structlog
 from aiohttp import web
 
 from .access import server_options
-from .keys import READINESS
+from .keys import CHANGES, READINESS
 from .logs import AccessLines
 from .settings import Settings
 
@@ -102,6 +102,8 @@ async def serve(app: web.Application, settings: Settings, access_lines: AccessLi
             )
         received = await signals.received
         app[READINESS].start_draining()
+        # Held long-polls are answered now, not cut when the listener closes.
+        app[CHANGES].release()
         log.info(
             "shutdown_started",
             signal=signal.Signals(received).name,

@@ -597,6 +597,23 @@ class Settings:
         secret=True,
         parse=_tokens,
     )
+    long_poll_max_seconds: int = setting(
+        "LONG_POLL_MAX_SECONDS",
+        "30",
+        "longest a request with Prefer: wait=N and a current If-None-Match is held until the "
+        "data changes (N is capped to this); keep it below the idle time-out of every proxy "
+        "in front; 0 turns long-poll off",
+        low=0,
+        high=300,
+    )
+    long_poll_max_held: int = setting(
+        "LONG_POLL_MAX_HELD",
+        "1000",
+        "most requests held at once by this process; past it, they are answered at once "
+        "(each holds a socket: keep it below the open-file limit)",
+        low=0,
+        high=100_000,
+    )
     cors_allowed_origins: frozenset[str] = setting(
         "CORS_ALLOWED_ORIGINS",
         "",

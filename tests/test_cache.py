@@ -299,6 +299,44 @@ async def test_stale_while_revalidate_answers_at_once_with_one_background_refres
     assert (after.outcome, after.entry.body, after.age) == (Outcome.HIT, b"new", 0)
 
 
+async def test_a_refresh_that_finds_the_row_gone_drops_the_stale_entry(
+    make_cache: Callable[..., ReadThroughCache], clock: FakeClock
+) -> None:
+    cache, load = make_cache(ttl=5, stale_while_revalidate=10), Loader()
+    await cache.get("k", load)
+    clock.advance(6)
+    load.error = Missing("no such row")
+    assert (await cache.get("k", load)).outcome is Outcome.STALE  # the refresh starts
+    await settle()
+    assert load.calls == 2
+    with pytest.raises(Missing):  # not the stale entry again for the rest of the window
+        await cache.get("k", load)
+    assert cache.stats().entries == 0
+
+
+async def test_refresh_loads_whatever_the_age_and_joins_a_running_load(
+    make_cache: Callable[..., ReadThroughCache], clock: FakeClock
+) -> None:
+    cache, load = make_cache(ttl=5), Loader(b"old")
+    await cache.get("k", load)
+    load.body = b"new"
+    gate = load.hold()
+    refreshes = [asyncio.create_task(cache.refresh("k", load)) for _ in range(3)]
+    await load.started.wait()
+    assert (await cache.get("k", load)).outcome is Outcome.HIT  # still the old, fresh entry
+    gate.set()
+    entries = await asyncio.gather(*refreshes)
+    assert {e.body for e in entries} == {b"new"}
+    assert load.calls == 2
+    assert cache.stats().refreshes == 1
+    load.error = Outage("down")
+    with pytest.raises(Outage):
+        await cache.refresh("k", load)
+    with pytest.raises(Outage):  # within the retry interval: no load
+        await cache.refresh("k", load)
+    assert load.calls == 3
+
+
 async def test_past_the_revalidate_window_a_request_waits_for_the_load(
     make_cache: Callable[..., ReadThroughCache], clock: FakeClock
 ) -> None:
