@@ -4,8 +4,10 @@ real service (`python -m service`) and a private MariaDB whose general log shows
 
 One run of about 30 s (the module's fixture) records what the tabs showed, what crossed the
 wire and what the database ran: every tab opens the page, a row changes in the database, the
-polling tab is closed (another takes over) and a row changes again. Each test checks one
-promise of that run; the figures are printed at the end of the test session.
+polling tab is closed (another takes over) and a row changes again. A short second phase points
+two tabs at a service with long-poll off (the page falls back to polling), then stops that
+service (the page shows the error and keeps its rows). Each test checks one promise of what was
+recorded; the figures are printed at the end of the test session.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import pytest
 from aiohttp import web
 from playwright.async_api import (
     Browser,
+    BrowserContext,
     ConsoleMessage,
     Page,
     Request,
@@ -131,7 +134,6 @@ class Run:
     selects: dict[str, int]
     metrics_304: float
     metrics_long_polls: dict[str, float]
-    fallback: Fallback | None = None
 
     @property
     def wire(self) -> list[Wire]:
@@ -228,8 +230,8 @@ async def scrape(api: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float
 # -- the browser ------------------------------------------------------------------------------
 
 
-async def open_tab(browser_context: Any, number: int, url: str, api: str) -> Tab:
-    page = await browser_context.new_page()
+async def open_tab(context: BrowserContext, number: int, url: str, api: str) -> Tab:
+    page = await context.new_page()
     tab = Tab(number, page)
     answered: set[Request] = set()
 
@@ -285,6 +287,14 @@ async def showing(tabs: list[Tab]) -> dict[int, dict[str, Any]]:
     return {tab.number: s for tab, s in zip(tabs, shown, strict=True)}
 
 
+def ids_in(db: LoggedMariaDB) -> dict[str, list[str]]:
+    """Every row's id in each table, as the page's data-id attributes read."""
+    return {
+        table: [str(i) for (i,) in db.execute(f"SELECT id FROM `{table}` ORDER BY id")]
+        for table in ("acc", "user")
+    }
+
+
 def row_text(shown: dict[str, Any], resource: str, row_id: str) -> str:
     return next((text for i, text in shown["lists"][resource]["rows"] if i == row_id), "")
 
@@ -313,10 +323,7 @@ async def drive(browser: Browser, db: LoggedMariaDB, page_origin: str, api: str)
     since = db.now()
     started = time.monotonic()
     tabs = list(await asyncio.gather(*(open_tab(context, n, url, api) for n in range(TABS))))
-    expected = {
-        table: [str(i) for (i,) in db.execute(f"SELECT id FROM `{table}` ORDER BY id")]
-        for table in ("acc", "user")
-    }
+    expected = ids_in(db)  # the changes below keep every id
 
     async def polled_and_shown() -> bool:
         shown = await showing(tabs)
@@ -358,10 +365,6 @@ async def drive(browser: Browser, db: LoggedMariaDB, page_origin: str, api: str)
     final = await showing(open_tabs)
     until = db.now()
     selects = {t: len([s for s in db.selects(t, since) if s.at <= until]) for t in expected}
-    expected = {
-        table: [str(i) for (i,) in db.execute(f"SELECT id FROM `{table}` ORDER BY id")]
-        for table in ("acc", "user")
-    }
     samples = await scrape(api)
     for tab in tabs:
         tab.closed = True  # their held requests are cut now
@@ -427,7 +430,7 @@ async def drive_fallback(
     return Fallback(tabs, final, change, outage)
 
 
-async def run_dashboard(chromium: str) -> Run:
+async def run_dashboard(chromium: str) -> tuple[Run, Fallback]:
     with logged_mariadb() as db:
         async with static_site(PAGE_DIR) as page_origin, async_playwright() as playwright:
             # The system's browser: playwright's own builds are never downloaded.
@@ -437,42 +440,52 @@ async def run_dashboard(chromium: str) -> Run:
                     run = await drive(browser, db, page_origin, api.url)
                 # Long-poll off: no answer carries Preference-Applied, so the page polls.
                 async with cm_api(db, page_origin, LONG_POLL_MAX_SECONDS="0") as api:
-                    run.fallback = await drive_fallback(browser, db, page_origin, api)
-                return run
+                    fallback = await drive_fallback(browser, db, page_origin, api)
+                return run, fallback
             finally:
                 await browser.close()
 
 
 @pytest.fixture(scope="module")
-def run(pytestconfig: pytest.Config) -> Run:
+def observed(pytestconfig: pytest.Config) -> tuple[Run, Fallback]:
     chromium = required_tool("chromium", "Debian's chromium package")
     began = time.monotonic()
-    result = asyncio.run(run_dashboard(chromium))
-    statuses = Counter(w.status for w in result.wire)
+    run, fallback = asyncio.run(run_dashboard(chromium))
     report_figures(
         pytestconfig,
         "example dashboard in chromium (tests/test_dashboard.py)",
         {
             "tabs": TABS,
-            "run (s)": round(result.seconds, 1),
-            "worst change delay per change (s)": [round(c.worst, 2) for c in result.changes],
-            "new polling tab after the old one closed (s)": round(result.takeover_s, 2),
-            "API answers on the wire": dict(sorted(statuses.items())),
-            "304s counted by the service": result.metrics_304,
-            "long polls by how they ended": result.metrics_long_polls,
-            "SELECTs per table": result.selects,
-            "SELECT bound per table (run / TTL + 1)": round(result.seconds / TTL + 1, 1),
-            "long-poll off, polling every 1 s: worst change delay (s), answers": (
-                round(result.fallback.change.worst, 2) if result.fallback else None,
-                dict(Counter(w.status for w in result.fallback.wire)) if result.fallback else None,
+            "run (s)": round(run.seconds, 1),
+            "worst change delay per change (s)": [round(c.worst, 2) for c in run.changes],
+            "new polling tab after the old one closed (s)": round(run.takeover_s, 2),
+            "API answers on the wire": dict(sorted(Counter(w.status for w in run.wire).items())),
+            "their X-Cache": dict(Counter(w.x_cache for w in run.wire)),
+            "304s counted by the service": run.metrics_304,
+            "long polls by how they ended": run.metrics_long_polls,
+            "SELECTs per table": run.selects,
+            "SELECT bound per table (run / TTL + 1)": round(run.seconds / TTL + 1, 1),
+            "long-poll off, polling every 1 s: worst change delay (s)": round(
+                fallback.change.worst, 2
             ),
-            "API stopped: refused connections the browser logged (console, requests)": (
-                sum(len(t.outage_errors) for t in result.fallback.tabs) if result.fallback else None
+            "long-poll off: answers on the wire": dict(Counter(w.status for w in fallback.wire)),
+            "API stopped: refused connections the browser logged (console, requests)": sum(
+                len(t.outage_errors) for t in fallback.tabs
             ),
             "test wall time with MariaDB and the service (s)": round(time.monotonic() - began, 1),
         },
     )
-    return result
+    return run, fallback
+
+
+@pytest.fixture
+def run(observed: tuple[Run, Fallback]) -> Run:
+    return observed[0]
+
+
+@pytest.fixture
+def fallback(observed: tuple[Run, Fallback]) -> Fallback:
+    return observed[1]
 
 
 # -- the promises -----------------------------------------------------------------------------
@@ -486,6 +499,8 @@ def test_every_tab_shows_every_row(run: Run) -> None:
             assert shown["lists"][table]["error"] == "", (number, table)
         assert "Acme Logistics (renamed)" in row_text(shown, "acc", "1")
         assert "Robert Smith II" in row_text(shown, "user", "2")
+        # data-version counts renders: the first rows, then the change (at least).
+        assert shown["lists"]["acc"]["version"] >= 2, number
 
 
 def test_a_change_reaches_every_tab_within_ttl_plus_one_second(run: Run) -> None:
@@ -516,9 +531,7 @@ def test_database_sees_at_most_one_select_per_key_per_ttl(run: Run) -> None:
         assert 1 <= count <= bound, (table, count, bound)
 
 
-def test_without_long_poll_the_page_polls(run: Run) -> None:
-    fallback = run.fallback
-    assert fallback is not None
+def test_without_long_poll_the_page_polls(run: Run, fallback: Fallback) -> None:
     for shown in fallback.final.values():
         assert all(shown["lists"][t]["mode"] == "polling" for t in run.expected_ids)
         assert "Borealis Energía (renamed)" in row_text(shown, "acc", "2")
@@ -530,20 +543,19 @@ def test_without_long_poll_the_page_polls(run: Run) -> None:
     assert fallback.change.worst <= TTL + 2 * FALLBACK_POLL + 1, fallback.change.delays
 
 
-def test_a_failure_is_shown_and_the_rows_stay(run: Run) -> None:
-    assert run.fallback is not None
-    for number, shown in run.fallback.outage.items():
+def test_a_failure_is_shown_and_the_rows_stay(run: Run, fallback: Fallback) -> None:
+    for number, shown in fallback.outage.items():
         for table, ids in run.expected_ids.items():
             listed = shown["lists"][table]
             assert listed["error"].startswith("no answer"), (number, table, listed["error"])
             assert [i for i, _ in listed["rows"]] == ids, (number, table)
     # What the browser logged meanwhile: the refused connections, nothing else.
-    for tab in run.fallback.tabs:
+    for tab in fallback.tabs:
         for error in tab.outage_errors:
             assert "ERR_CONNECTION_REFUSED" in error, error
 
 
-def test_no_console_errors(run: Run) -> None:
-    phases = {"tab": run.tabs, "long-poll off, tab": run.fallback.tabs if run.fallback else []}
+def test_no_console_errors(run: Run, fallback: Fallback) -> None:
+    phases = {"tab": run.tabs, "long-poll off, tab": fallback.tabs}
     errors = {f"{p} {t.number}": t.errors for p, tabs in phases.items() for t in tabs if t.errors}
     assert not errors
