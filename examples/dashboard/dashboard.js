@@ -7,7 +7,7 @@ const query = new URLSearchParams(location.search);
 const config = {
   api: (query.get("api") || location.origin).replace(/\/+$/, ""),
   wait: seconds("wait", 25), // Prefer: wait=<this>; 0 turns long-poll off
-  poll: seconds("poll", 10), // seconds between plain polls
+  poll: seconds("poll", 30), // seconds between plain polls
   token: query.get("token"), // sent as Authorization: Bearer <token>
 };
 const MAX_BACKOFF = 30; // seconds between retries of a failed request, at most
