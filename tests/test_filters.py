@@ -430,6 +430,7 @@ async def test_sql_in_a_filter_value_is_a_value(client: Client, sql: SQL) -> Non
     assert sql("SELECT COUNT(*) FROM user")[0][0] == 5
     # Plain text, and a case-insensitive collation: the column's own comparison decides.
     assert await ids(client, "/user/?login=JDOE") == [1]
+    assert await ids(client, "/user/?login=jdoe%20") == [1]  # PAD SPACE: trailing spaces too
 
 
 # -- a table of every kind of column ----------------------------------------------------------
