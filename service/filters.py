@@ -143,11 +143,15 @@ def _decimal(column: ColumnInfo) -> ColumnFilter | str:
         value = value.copy_abs() if value.is_zero() else value  # -0.00 is 0.00
         return value, format(value, "f")  # written as encoding.py writes the column
 
-    after = f"{scale} after it" if scale else "none after it"
+    after = f"{_digits(scale)} after it" if scale else "none after it"
     sign = "" if column.unsigned else ", optionally signed"
-    expects = f"a decimal number with at most {max(precision - scale, 1)} digits before the point"
+    expects = f"a decimal number with at most {_digits(max(precision - scale, 1))} before the point"
     schema = {"type": "string", "pattern": pattern}
     return ColumnFilter(column, f"{expects} and {after}{sign}", read, schema)
+
+
+def _digits(count: int) -> str:
+    return f"{count} digit" if count == 1 else f"{count} digits"
 
 
 def _enum(column: ColumnInfo) -> ColumnFilter:
@@ -167,7 +171,9 @@ def _enum(column: ColumnInfo) -> ColumnFilter:
 
 def _text(column: ColumnInfo) -> ColumnFilter | str:
     max_length = column.max_length
-    if column.charset != "utf8mb4" or max_length is None:
+    if max_length is None:
+        return f"{column.column_type} declares no length"
+    if column.charset != "utf8mb4":
         return f"its character set is {column.charset}, not utf8mb4"
 
     def read(raw: str) -> tuple[Value, str] | None:

@@ -207,7 +207,7 @@ def _resource(
     components["parameters"] |= filters
     fails = _errors(errors.BadRequest, errors.DatabaseUnavailable)
     listing = _cached(rows, link=True) | fails
-    by = ", ".join(f"`{f.name}`" for f in resource.filters)
+    by = ", ".join(f"`{f.name}`" for f in resource.filters) or "none"
     many = f"List `{table}` rows by `{key_name}`, a keyset page with `limit`; filters: {by}."
     one = f"One `{table}` row by `{key_name}`; no query parameters but `{CACHE_BUSTER}`."
     page = ("limit", after, *filters, CACHE_BUSTER, "If-None-Match")
