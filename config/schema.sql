@@ -9,7 +9,8 @@ CREATE TABLE acc (
     credit_limit DECIMAL(18, 2) NULL,
     created_at  DATETIME(6)     NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
     notes       TEXT            NULL,
-    PRIMARY KEY (id)
+    PRIMARY KEY (id),
+    KEY ix_acc_status (status)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_unicode_ci;
 
 CREATE TABLE user (

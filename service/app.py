@@ -74,7 +74,12 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         pool_min=stats.min_size,
         pool_max=stats.max_size,
         resources={
-            name: {"table": r.table, "columns": list(r.columns), "key": r.key.name}
+            name: {
+                "table": r.table,
+                "columns": list(r.columns),
+                "key": r.key.name,
+                "filters": [f.name for f in r.filters],
+            }
             for name, r in catalog.resources.items()
         },
     )

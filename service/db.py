@@ -241,24 +241,30 @@ class Database:
         return self._pool.stats()
 
     async def introspect(self, tables: Sequence[str]) -> dict[str, TableInfo]:
-        """Columns and primary key of each named table that exists in the configured database."""
+        """Columns, primary key and index-leading columns of each named table that exists in
+        the configured database: two statements, whatever the number of tables."""
         placeholders = ", ".join(["%s"] * len(tables))
         columns = await self.fetch(
             "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, CHARACTER_MAXIMUM_LENGTH,"
-            " IS_NULLABLE"
+            " IS_NULLABLE, CHARACTER_SET_NAME"
             " FROM information_schema.COLUMNS"
             f" WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN ({placeholders})"
             " ORDER BY TABLE_NAME, ORDINAL_POSITION",
             tables,
         )
+        # The primary key's columns in order, and the first column of every other index that
+        # can look a value up (a FULLTEXT or SPATIAL one cannot).
         keys = await self.fetch(
-            "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.STATISTICS"
+            "SELECT TABLE_NAME, INDEX_NAME, COLUMN_NAME, SEQ_IN_INDEX"
+            " FROM information_schema.STATISTICS"
             f" WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN ({placeholders})"
-            " AND INDEX_NAME = 'PRIMARY' ORDER BY TABLE_NAME, SEQ_IN_INDEX",
+            " AND (INDEX_NAME = 'PRIMARY'"
+            " OR (SEQ_IN_INDEX = 1 AND INDEX_TYPE NOT IN ('FULLTEXT', 'SPATIAL')))"
+            " ORDER BY TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX",
             tables,
         )
         found: dict[str, list[ColumnInfo]] = {}
-        for table, name, data_type, column_type, max_length, nullable in columns:
+        for table, name, data_type, column_type, max_length, nullable, charset in columns:
             found.setdefault(_text(table), []).append(
                 ColumnInfo(
                     name=_text(name),
@@ -266,13 +272,23 @@ class Database:
                     column_type=_text(column_type),
                     max_length=None if max_length is None else int(max_length),
                     nullable=_text(nullable).upper() != "NO",
+                    charset=None if charset is None else _text(charset).lower(),
                 )
             )
         primary: dict[str, list[str]] = {}
-        for table, name in keys:
-            primary.setdefault(_text(table), []).append(_text(name))
+        indexed: dict[str, set[str]] = {}
+        for table, index, name, seq in keys:
+            if _text(index) == "PRIMARY":
+                primary.setdefault(_text(table), []).append(_text(name))
+            if int(seq) == 1:
+                indexed.setdefault(_text(table), set()).add(_text(name))
         return {
-            table: TableInfo(table, tuple(cols), tuple(primary.get(table, ())))
+            table: TableInfo(
+                table,
+                tuple(cols),
+                tuple(primary.get(table, ())),
+                frozenset(indexed.get(table, ())),
+            )
             for table, cols in found.items()
         }
 

@@ -12,7 +12,7 @@ from .encoding import JsonArray, TooLarge, encode, rows_to_objects
 from .errors import BadRequest, NotFound, ResultTooLarge
 from .keys import CACHE, CATALOG, DATABASE, SETTINGS
 from .longpoll import PREFER, respond
-from .resources import Page
+from .resources import CACHE_BUSTER, Page
 from .responses import cached_response
 
 WHOLE = Page()
@@ -44,7 +44,10 @@ class ResourceHandlers:
             encoded = request.rel_url.raw_query_string
             if "%" in encoded and not _is_utf8(encoded):
                 raise BadRequest("the query string is not UTF-8 once percent-decoded")
-            page = resource.parse_page(request.query.items(), app[SETTINGS].max_page_size)
+            settings = app[SETTINGS]
+            page = resource.parse_page(
+                request.query.items(), settings.max_page_size, settings.filter_max_values
+            )
             key = (self.name, "list", page.normalised())
         else:  # the dashboard's own request: skip parsing on the hot path
             page, key = WHOLE, self._whole_key
@@ -75,9 +78,12 @@ class ResourceHandlers:
     async def item(self, request: web.Request) -> web.Response:
         app = request.app
         resource = app[CATALOG][self.name]
-        if request.query:
-            name = next(iter(request.query))
-            raise BadRequest(f"unknown query parameter {name[:64]!r}; items take none")
+        name = next((n for n in request.query if n != CACHE_BUSTER), None)
+        if name is not None:
+            raise BadRequest(
+                f"unknown query parameter {name[:64]!r}; items take none but the cache-buster "
+                f"{CACHE_BUSTER!r}"
+            )
         raw = request.match_info["id"]
         # The item route matched, so the id is the last segment of the encoded path.
         encoded = request.rel_url.raw_path.rpartition("/")[2]

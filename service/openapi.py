@@ -19,11 +19,19 @@ from aiohttp import web
 from . import __version__, errors
 from .cache import Outcome, entity_tag
 from .encoding import encode
+from .filters import ColumnFilter
 from .health import ALIVE, CHECKS, NOT_READY, READY, STATUSES
 from .keys import CATALOG, OPENAPI, SETTINGS
 from .request_id import HEADER as REQUEST_ID
 from .request_id import PATTERN as REQUEST_ID_PATTERN
-from .resources import INTEGER_KEY_MAX, INTEGER_KEY_MIN, MAX_TEXT_KEY, Catalog, Resource
+from .resources import (
+    CACHE_BUSTER,
+    INTEGER_KEY_MAX,
+    INTEGER_KEY_MIN,
+    MAX_TEXT_KEY,
+    Catalog,
+    Resource,
+)
 from .responses import CACHE_NAME, JSON, REVALIDATE, not_modified
 from .routing import ALLOWED, NO_STORE
 from .schema import INTEGER_TYPES, ColumnInfo
@@ -61,8 +69,9 @@ _TIME: Final = r"^-?[0-9]{2,3}:[0-5][0-9]:[0-5][0-9](\.[0-9]{6})?$"  # -838:59:5
 _ERRORS: Final = (
     (
         (errors.BadRequest, errors.ResultTooLarge),
-        "A malformed, unknown or repeated query parameter; or a whole list larger than "
-        "MAX_LIST_BYTES (result_too_large: ask for pages with `limit`).",
+        "A malformed, unknown or repeated query parameter (a filter may repeat), a filter on a "
+        "column that cannot filter; or a whole list larger than MAX_LIST_BYTES "
+        "(result_too_large: ask for pages with `limit`).",
         (),
     ),
     ((errors.Unauthorized,), "No valid bearer token.", ("WWW-Authenticate",)),
@@ -75,8 +84,10 @@ _NO_STORE: Final = (REQUEST_ID, "Cache-Control.no-store")
 _VALIDATORS: Final = (REQUEST_ID, "ETag", "Cache-Control.revalidate")
 _DESCRIPTION: Final = (
     "The configured tables as JSON through a read-through cache: `/{table}/` lists rows by "
-    "primary key (keyset pages with `limit` and `after`), `/{table}/{id}` is one row; errors are "
-    '`{"error": {"code": ..., "message": ...}}`. The README (Endpoints, Caching) says more.'
+    "primary key (keyset pages with `limit` and `after`, filters on indexed columns), "
+    "`/{table}/{id}` is one row; `_` (a cache-buster) is accepted and ignored everywhere; errors "
+    'are `{"error": {"code": ..., "message": ...}}`. The README (Endpoints, Filters, Caching) '
+    "says more."
 )
 
 
@@ -131,7 +142,7 @@ def openapi_document(
     }
     gets: dict[str, _Get] = {}
     for name, resource in catalog.resources.items():
-        gets |= _resource(name, resource, components, settings.db_datetime_zone)
+        gets |= _resource(name, resource, components, settings)
     gets |= _service_gets()
     if schemes:
         scheme = {"type": "http", "scheme": "bearer", "description": "From a token file."}
@@ -177,7 +188,7 @@ class _Get:
 
 
 def _resource(
-    name: str, resource: Resource, components: Json, datetime_zone: str
+    name: str, resource: Resource, components: Json, settings: Settings
 ) -> dict[str, _Get]:
     """Adds one resource's schemas and parameters to `components`; its operations by path."""
     row, rows, after, key = (
@@ -185,15 +196,21 @@ def _resource(
     )
     table, key_name = resource.table, resource.key.name
     components["schemas"] |= {
-        row: row_schema(resource, datetime_zone),
+        row: row_schema(resource, settings.db_datetime_zone),
         rows: {"type": "array", "items": _ref("schemas", row), "description": f"`{table}` rows"},
     }
     components["parameters"] |= dict(zip((after, key), _key_parameters(resource), strict=True))
+    filters = {
+        _component(f"{name}.filter.{f.name}"): _filter_parameter(f, settings.filter_max_values)
+        for f in resource.filters
+    }
+    components["parameters"] |= filters
     fails = _errors(errors.BadRequest, errors.DatabaseUnavailable)
     listing = _cached(rows, link=True) | fails
-    many = f"List `{table}` rows by `{key_name}`, a keyset page with `limit`."
-    one = f"One `{table}` row by `{key_name}`; no query parameters."
-    page = ("limit", after, "If-None-Match")
+    by = ", ".join(f"`{f.name}`" for f in resource.filters) or "none"
+    many = f"List `{table}` rows by `{key_name}`, a keyset page with `limit`; filters: {by}."
+    one = f"One `{table}` row by `{key_name}`; no query parameters but `{CACHE_BUSTER}`."
+    page = ("limit", after, *filters, CACHE_BUSTER, "If-None-Match")
     # Operation ids are "<resource>.<what>": a table name holds no dot, so none can collide.
     return {
         f"/{name}/": _Get(f"{name}.list", "data", many, listing, page),
@@ -203,7 +220,7 @@ def _resource(
             "data",
             one,
             _cached(row, link=False) | fails | _errors(errors.NotFound),
-            (key, "If-None-Match"),
+            (key, CACHE_BUSTER, "If-None-Match"),
         ),
     }
 
@@ -332,12 +349,29 @@ def _key_parameters(resource: Resource) -> tuple[Json, Json]:
     )
 
 
+def _filter_parameter(column_filter: ColumnFilter, max_values: int) -> Json:
+    """A filter: the parameter repeated (form, exploded) once per value, any of which a row's
+    column may equal; each value exactly as the server reads it (filters.py)."""
+    name = column_filter.name
+    description = (
+        f"Only rows whose `{name}` equals this value; repeated (up to {max_values} times): "
+        "equals any of the values."
+    )
+    schema = {"type": "array", "items": dict(column_filter.schema), "maxItems": max_values}
+    return _parameter(name, "query", description, schema) | {"style": "form", "explode": True}
+
+
 def _fixed_parameters(max_page_size: int) -> Json:
     more = 'At most this many rows; a `Link: rel="next"` header when more follow.'
     etag = "An ETag from an earlier answer: 304 while the answer is unchanged."
     verbose = "Present, with any value or none: each check in the answer."
+    buster = (
+        "A cache-buster (jQuery's `cache: false` adds one): any value, ignored; never part of "
+        "the cache key, so it does not cost a query."
+    )
     return {
         "limit": _parameter("limit", "query", more, _integer(1, max_page_size)),
+        CACHE_BUSTER: _parameter(CACHE_BUSTER, "query", buster, {"type": "string"}),
         "If-None-Match": _parameter("If-None-Match", "header", etag, {"type": "string"}),
         "verbose": _parameter("verbose", "query", verbose, {"type": "string"})
         | {"allowEmptyValue": True},

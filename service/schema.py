@@ -33,6 +33,7 @@ class ColumnInfo:
     column_type: str
     max_length: int | None  # characters, for character types
     nullable: bool = True  # information_schema IS_NULLABLE; unknown means it may be null
+    charset: str | None = None  # CHARACTER_SET_NAME of a character column, lower case
 
     @property
     def unsigned(self) -> bool:
@@ -61,6 +62,9 @@ class TableInfo:
     name: str
     columns: tuple[ColumnInfo, ...]
     primary_key: tuple[str, ...]
+    # Columns that lead an index able to find rows equal to a value (not FULLTEXT or SPATIAL):
+    # the second column of a composite index cannot serve a lookup on its own.
+    indexed: frozenset[str] = frozenset()
 
 
 def quote_identifier(name: str) -> str:

@@ -524,6 +524,14 @@ class Settings:
     max_page_size: int = setting(
         "MAX_PAGE_SIZE", "1000", "largest accepted ?limit= on list routes", low=1, high=100_000
     )
+    filter_max_values: int = setting(
+        "FILTER_MAX_VALUES",
+        "100",
+        "most values one filter of a list route may be given (?status=a&status=b: any of "
+        "them) in one request; more is a 400",
+        low=1,
+        high=1000,
+    )
     max_list_bytes: int = setting(
         "MAX_LIST_BYTES",
         "33554432",

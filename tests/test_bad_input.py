@@ -344,6 +344,12 @@ def codes_after(sql: SQL, after: str) -> list[str]:
         ("/acc/?limit=1)%20UNION%20SELECT%201--", 400, "bad_request"),
         ("/acc/?1=1", 400, "bad_request"),
         ("/acc/1?after=1%20OR%201=1", 400, "bad_request"),
+        ("/acc/?id=1%20OR%201=1", 400, "bad_request"),
+        ("/acc/?id=1&id=1;DROP%20TABLE%20acc", 400, "bad_request"),
+        ("/acc/?status=active'%20OR%20'1'='1", 400, "bad_request"),
+        ("/acc/?status=active&status=%27)%20OR%20(%271", 400, "bad_request"),
+        ("/acc/?name=x'%20OR%20''='", 400, "bad_request"),  # not indexed: no filter
+        ("/acc/1?_=1&id=1%20OR%201=1", 400, "bad_request"),
     ],
 )
 async def test_sql_looking_input_for_an_integer_key_costs_no_query(
@@ -410,6 +416,29 @@ async def test_sql_looking_text_keys_are_bound_parameters(service: Served, key: 
     else:
         assert_error(reply, 404, "not_found")
     intact(service.sql)
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["1 OR 1=1", "' OR ''='", "x' OR '1'='1", f"a'; DROP TABLE {TABLE}; --", "\x00", "%FF%FE"],
+)
+async def test_sql_looking_filter_values_are_bound_parameters(service: Served, key: str) -> None:
+    """A filter on the text key: one statement, whose values are bound (with a second value,
+    as the repeated parameter makes an IN list), finding exactly the rows with those keys."""
+    async with database_work(service, 1):
+        reply = await service.get(f"/{TABLE}/?code={quote(key, safe='')}&code=b&_=1")
+    assert reply.status == 200
+    assert sorted(row["code"] for row in reply.json()) == sorted({key, "b"} & set(KEYS))
+    intact(service.sql)
+
+
+@pytest.mark.parametrize("target", ["/acc/?_=1", "/acc/?_=1&_=%E2%82%AC", "/acc/2?_=", "/acc/?_"])
+async def test_the_cache_buster_is_accepted_and_costs_its_one_read(
+    service: Served, target: str
+) -> None:
+    async with database_work(service, 1):  # CACHE_TTL_SECONDS=0: every read is one statement
+        reply = await service.get(target)
+    assert reply.status == 200, reply.body[:300]
 
 
 @pytest.mark.parametrize(

@@ -687,7 +687,12 @@ async def test_introspect_reads_columns_in_order_and_the_primary_key(
     assert (acc["balance"].data_type, acc["balance"].column_type) == ("decimal", "decimal(18,4)")
     assert (acc["name"].data_type, acc["name"].max_length) == ("varchar", 100)
     assert acc["id"].max_length is None
+    assert (acc["name"].charset, acc["id"].charset) == ("utf8mb4", None)
+    # The columns an index starts with (config/schema.sql), primary key included.
+    assert tables["acc"].indexed == {"id", "status"}
+    assert tables["user"].indexed == {"id", "login", "acc_id"}
     assert tables[scratch_table].primary_key == ()  # a table without one says so
+    assert tables[scratch_table].indexed == frozenset()
 
 
 async def test_pooled_connections_carry_the_statement_time_guard(start_db: StartDB) -> None:

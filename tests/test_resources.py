@@ -62,11 +62,11 @@ def test_sql_quotes_identifiers_and_binds_values() -> None:
 
 def test_page_parsing_normalises() -> None:
     r = resource()
-    a = r.parse_page([("limit", "10"), ("after", "5")], 100)
-    b = r.parse_page([("after", "5"), ("limit", "10")], 100)
+    a = r.parse_page([("limit", "10"), ("after", "5")], 100, 100)
+    b = r.parse_page([("after", "5"), ("limit", "10")], 100, 100)
     assert a == b == Page(after=5, limit=10)
     assert a.normalised() == (("after", "5"), ("limit", "10"))
-    assert r.parse_page([], 100) == Page()
+    assert r.parse_page([], 100, 100) == Page()
 
 
 @pytest.mark.parametrize(
@@ -86,7 +86,7 @@ def test_page_parsing_normalises() -> None:
 )
 def test_bad_pages(query: list[tuple[str, str]]) -> None:
     with pytest.raises(BadRequest):
-        resource().parse_page(query, 100)
+        resource().parse_page(query, 100, 100)
 
 
 def test_key_parsing_by_type() -> None:

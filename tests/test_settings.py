@@ -187,7 +187,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "DB_MAX_STATEMENT_SECONDS": "0", "DB_DRIVER": "aiomysql",
         "DB_CHECK_INTERVAL": "0", "DB_DATETIME_ZONE": "Europe/Berlin",
         "HTTP_HOST": "127.0.0.1", "HTTP_PORT": "9000",
-        "MAX_PAGE_SIZE": "10", "MAX_LIST_BYTES": "4096",
+        "MAX_PAGE_SIZE": "10", "FILTER_MAX_VALUES": "3", "MAX_LIST_BYTES": "4096",
         "RESOURCES": "acc", "EXPOSE_SECRET_COLUMNS": "acc.token", "LOG_LEVEL": "debug",
         "LOG_FORMAT": "json", "CACHE_TTL_SECONDS": "0", "CACHE_STALE_WHILE_REVALIDATE_SECONDS": "1",
         "CACHE_STALE_IF_ERROR_SECONDS": "0.5", "CACHE_MAX_BYTES": "1024",
