@@ -194,7 +194,8 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "SHUTDOWN_DELAY_SECONDS": "0", "SHUTDOWN_GRACE_SECONDS": "1",
         "API_TOKENS_FILE": str(tokens), "METRICS_TOKENS_FILE": str(tokens),
         "CORS_ALLOWED_ORIGINS": "https://dash.example", "CORS_ALLOW_CREDENTIALS": "true",
-        "CORS_ALLOWED_HEADERS": "X-Trace-Id", "DB_SSL_MODE": "required", "DB_SSL_CA": str(tls.ca),
+        "CORS_ALLOWED_HEADERS": "X-Trace-Id", "LONG_POLL_MAX_SECONDS": "5",
+        "LONG_POLL_MAX_HELD": "7", "DB_SSL_MODE": "required", "DB_SSL_CA": str(tls.ca),
         "DB_SSL_CERT": str(tls.client_combined), "DB_SSL_KEY": str(tls.client_key),
     }  # fmt: skip
     # Set with the variable and without it: a key needs its certificate.
