@@ -210,7 +210,7 @@ def _resource(
     by = ", ".join(f"`{f.name}`" for f in resource.filters) or "none"
     many = f"List `{table}` rows by `{key_name}`, a keyset page with `limit`; filters: {by}."
     one = f"One `{table}` row by `{key_name}`; no query parameters but `{CACHE_BUSTER}`."
-    page = ("limit", after, *filters, CACHE_BUSTER, "If-None-Match")
+    page = ("limit", after, *filters, CACHE_BUSTER, "If-None-Match", "Prefer")
     # Operation ids are "<resource>.<what>": a table name holds no dot, so none can collide.
     return {
         f"/{name}/": _Get(f"{name}.list", "data", many, listing, page),
@@ -220,7 +220,7 @@ def _resource(
             "data",
             one,
             _cached(row, link=False) | fails | _errors(errors.NotFound),
-            (key, CACHE_BUSTER, "If-None-Match"),
+            (key, CACHE_BUSTER, "If-None-Match", "Prefer"),
         ),
     }
 
@@ -365,6 +365,10 @@ def _fixed_parameters(max_page_size: int) -> Json:
     more = 'At most this many rows; a `Link: rel="next"` header when more follow.'
     etag = "An ETag from an earlier answer: 304 while the answer is unchanged."
     verbose = "Present, with any value or none: each check in the answer."
+    wait = (
+        "`wait=N` (RFC 7240) with a current If-None-Match: held until the data changes (200) or "
+        "N seconds pass (304), at most LONG_POLL_MAX_SECONDS; other preferences are ignored."
+    )
     buster = (
         "A cache-buster (jQuery's `cache: false` adds one): any value, ignored; never part of "
         "the cache key, so it does not cost a query."
@@ -373,6 +377,7 @@ def _fixed_parameters(max_page_size: int) -> Json:
         "limit": _parameter("limit", "query", more, _integer(1, max_page_size)),
         CACHE_BUSTER: _parameter(CACHE_BUSTER, "query", buster, {"type": "string"}),
         "If-None-Match": _parameter("If-None-Match", "header", etag, {"type": "string"}),
+        "Prefer": _parameter("Prefer", "header", wait, {"type": "string"}),
         "verbose": _parameter("verbose", "query", verbose, {"type": "string"})
         | {"allowEmptyValue": True},
     }
@@ -414,6 +419,9 @@ def _header_components() -> Json:
         "Cache-Status": header(pattern(cache_status), "RFC 9211."),
         "Link": header(pattern('^<[^>]+>; rel="next"$'), "The next page.", required=False),
         "Content-Encoding": header({"const": "gzip"}, "When accepted.", required=False),
+        "Preference-Applied": header(
+            pattern("^wait=[0-9]+$"), "The wait (Prefer) this answer honoured.", required=False
+        ),
         "Retry-After": header(_integer(0), "Seconds to wait before retrying."),
         "Allow": header({"const": ALLOWED}, "The methods this path serves."),
         "WWW-Authenticate": header({"type": "string"}, "RFC 6750 bearer challenge."),
@@ -422,7 +430,11 @@ def _header_components() -> Json:
 
 def _cached(schema: str, *, link: bool) -> Json:
     """The 200 and 304 answers of the read-through cache."""
-    headers = (*_VALIDATORS, "Vary", "Age", "X-Cache", "Cache-Status", *(["Link"] if link else []))
+    headers = (
+        *_VALIDATORS,
+        *("Vary", "Age", "X-Cache", "Cache-Status", "Preference-Applied"),
+        *(["Link"] if link else []),
+    )
     fresh = "Fresh, or stale within the configured windows."
     return {
         "200": _response(fresh, (*headers, "Content-Encoding"), schema),

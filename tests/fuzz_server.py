@@ -60,6 +60,9 @@ def _start_service(
         # answers a text/plain 400 of its own): 100 values per filter (the default) of up to
         # 64 four-byte characters each make schema-valid requests longer than that.
         "FILTER_MAX_VALUES": "10",
+        # Generated `If-None-Match: *` with `Prefer: wait=N` is a valid long-poll: held until
+        # the data changes, which here it never does. One second keeps the run short.
+        "LONG_POLL_MAX_SECONDS": "1",
     }
     env.pop("DB_PASSWORD_FILE", None)  # would compete with base_env's DB_PASSWORD
     with log.open("ab") as sink:

@@ -253,3 +253,16 @@ async def test_held_time_is_logged_apart_and_is_not_latency(
     )
     assert total is not None
     assert total < 0.5, total
+
+
+async def test_the_document_describes_the_wait(client: Client) -> None:
+    document = await (await client.get("/openapi.json")).json()
+    operation = document["paths"][f"/{TABLE}/"]["get"]
+    defined = document["components"]["parameters"]
+    names = {
+        (defined[p["$ref"].rpartition("/")[2]] if "$ref" in p else p)["name"]
+        for p in operation["parameters"]
+    }
+    assert {"Prefer", "If-None-Match"} <= names
+    for status in ("200", "304"):
+        assert "Preference-Applied" in operation["responses"][status]["headers"]
