@@ -589,12 +589,14 @@ async def test_the_document_describes_each_filter_and_the_cache_buster(
             *(f"#/components/parameters/{resource}.filter.{n}" for n in names),
             "#/components/parameters/_",
             "#/components/parameters/If-None-Match",
+            "#/components/parameters/Prefer",
         ]
     item = [p["$ref"] for p in document["paths"]["/user/{id}"]["get"]["parameters"]]
     assert item == [
         "#/components/parameters/user.id",
         "#/components/parameters/_",
         "#/components/parameters/If-None-Match",
+        "#/components/parameters/Prefer",
     ]
     acc_id = parameters["user.filter.acc_id"]
     assert acc_id["name"] == "acc_id"
