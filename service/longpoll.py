@@ -44,7 +44,7 @@ async def respond(
 ) -> web.Response:
     """The answer to `lookup`, held first when the request asks to wait for a change."""
     max_seconds = request.app[SETTINGS].long_poll_max_seconds
-    wait = requested_wait(request.headers.getall(PREFER, [])) if PREFER in request.headers else None
+    wait = requested_wait(request.headers.getall(PREFER, []))
     if wait is None or max_seconds == 0:
         return cached_response(request, lookup)
     seconds = min(wait, max_seconds)
