@@ -61,7 +61,8 @@ async def respond(
         if entry is not None:
             lookup = cache.hit(entry)
         else:
-            # Time is up, or shutdown: answered as any request (304, stale-if-error, 503...).
+            # Time is up, shutdown, or the row is gone: answered as any request (304, 404,
+            # stale-if-error, 503...).
             lookup = cache.fresh(key) or await cache.get(key, load)
     elif not changes.accepting:
         return cached_response(request, lookup)
