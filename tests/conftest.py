@@ -15,10 +15,11 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import IO, Any, Final
 
 import pytest
 from aiohttp import web
@@ -245,6 +246,20 @@ def spawn_service(env: Mapping[str, str]) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def drain(stream: IO[str] | None, into: list[str]) -> threading.Thread:
+    """Read a pipe to its end in a thread: an undrained pipe fills up and blocks the service's
+    logging, which would be a fault of the test's own making."""
+
+    def run() -> None:
+        if stream is not None:
+            for line in stream:
+                into.append(line)
+
+    thread = threading.Thread(target=run, name="cm-api-output", daemon=True)
+    thread.start()
+    return thread
 
 
 def required_tool(name: str, package: str) -> str:

@@ -1,5 +1,6 @@
 """A private MariaDB that records every statement it runs (its general log, kept in a table), for
-tests that must show what the database itself saw: how many SELECTs a resource cost, and when.
+tests that must show what the database itself saw: how many SELECTs a resource cost, and when;
+and the real service (`python -m service`) started against it.
 
 The shared server's counters (Com_select) move with every test running beside ours, and
 turning its general log on would log them all; a server of the test's own has neither problem.
@@ -7,22 +8,29 @@ turning its general log on would log them all; a server of the test's own has ne
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
-from collections.abc import Iterator
+import signal
+import subprocess
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
+import aiohttp
 import pymysql
+from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.mariadb import PrivateMariaDB, ServerAddress, can_install_packages, connect
 from devtools.mariadb import create_database as create
 
-from .conftest import DEMO_DATA, SCHEMA
+from .conftest import DEMO_DATA, SCHEMA, drain, free_port, listening_env, spawn_service
 
 DATABASE: Final = "cmapi"
 SERVICE_USER: Final = "cmapi_logged"
+STARTUP_LIMIT: Final = 30.0
 
 
 @dataclass(frozen=True)
@@ -105,3 +113,66 @@ def logged_mariadb() -> Iterator[LoggedMariaDB]:
             logged.close()
     finally:
         server.stop()
+
+
+@dataclass
+class Service:
+    """The running service: its base URL, its process and what it wrote (both streams)."""
+
+    url: str
+    process: subprocess.Popen[str]
+    output: list[str] = field(default_factory=list)
+
+
+@contextlib.asynccontextmanager
+async def logged_service(
+    db: LoggedMariaDB, within: float = STARTUP_LIMIT, **variables: str
+) -> AsyncIterator[Service]:
+    """`python -m service` on a free port, as SERVICE_USER against `db`, with
+    SHUTDOWN_DELAY_SECONDS=0 and `variables`; ready (within `within` s) when yielded, stopped
+    (SIGTERM) after."""
+    port = free_port()
+    env = {
+        **listening_env(db.address, DATABASE, (SERVICE_USER, db.password), port),
+        "SHUTDOWN_DELAY_SECONDS": "0",
+        **variables,
+    }
+    process = spawn_service(env)
+    service = Service(f"http://127.0.0.1:{port}", process)
+    drains = [drain(process.stdout, service.output), drain(process.stderr, service.output)]
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(int(within / 0.1)):
+                assert process.poll() is None, f"cm-api exited: {''.join(service.output)[-2000:]}"
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(f"{service.url}/readyz") as response:
+                        if response.status == 200:
+                            break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("cm-api not ready")
+        yield service
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(process.wait, 20.0)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            await asyncio.to_thread(process.wait)
+        for thread in drains:
+            await asyncio.to_thread(thread.join, 10.0)
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+async def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of the service's /metrics, by name and labels."""
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as response:
+        text = await response.text()
+    return {
+        (s.name, frozenset(s.labels.items())): float(s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }

@@ -15,16 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import subprocess
-import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import Any, Final
 
-import aiohttp
 import pytest
 from aiohttp import web
 from playwright.async_api import (
@@ -36,10 +33,9 @@ from playwright.async_api import (
     Response,
     async_playwright,
 )
-from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import free_port, listening_env, report_figures, required_tool, spawn_service
-from .statement_log import DATABASE, SERVICE_USER, LoggedMariaDB, logged_mariadb
+from .conftest import free_port, report_figures, required_tool
+from .statement_log import LoggedMariaDB, Service, logged_mariadb, logged_service, scrape
 
 PAGE_DIR: Final = Path(__file__).resolve().parent.parent / "examples" / "dashboard"
 TABS: Final = 20
@@ -143,63 +139,18 @@ class Run:
 # -- the processes ----------------------------------------------------------------------------
 
 
-def _drain(stream: IO[str] | None, into: list[str]) -> threading.Thread:
-    def run() -> None:
-        if stream is not None:
-            into.extend(stream)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
-
-
-@dataclass(frozen=True)
-class Api:
-    url: str
-    process: subprocess.Popen[str]
-
-
 @contextlib.asynccontextmanager
-async def cm_api(db: LoggedMariaDB, page_origin: str, **variables: str) -> AsyncIterator[Api]:
-    """The real service on a free port, allowing the page's origin."""
-    port = free_port()
-    env = {
-        **listening_env(db.address, DATABASE, (SERVICE_USER, db.password), port),
-        "CORS_ALLOWED_ORIGINS": page_origin,
-        "CACHE_TTL_SECONDS": str(TTL),
-        "SHUTDOWN_DELAY_SECONDS": "0",
-        "SHUTDOWN_GRACE_SECONDS": "2",
+async def cm_api(db: LoggedMariaDB, page_origin: str, **variables: str) -> AsyncIterator[Service]:
+    """The real service, allowing the page's origin."""
+    async with logged_service(
+        db,
+        SOON,
+        CORS_ALLOWED_ORIGINS=page_origin,
+        CACHE_TTL_SECONDS=str(TTL),
+        SHUTDOWN_GRACE_SECONDS="2",
         **variables,
-    }
-    process = spawn_service(env)
-    output: list[str] = []
-    drains = [_drain(process.stdout, output), _drain(process.stderr, output)]
-    base = f"http://127.0.0.1:{port}"
-    try:
-        async with aiohttp.ClientSession() as http:
-            for _ in range(int(SOON / 0.1)):
-                assert process.poll() is None, f"cm-api exited: {''.join(output)[-2000:]}"
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(f"{base}/readyz") as response:
-                        if response.status == 200:
-                            break
-                await asyncio.sleep(0.1)
-            else:
-                raise AssertionError("cm-api not ready")
-        yield Api(base, process)
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.to_thread(process.wait, 20.0)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            await asyncio.to_thread(process.wait)
-        for thread in drains:
-            await asyncio.to_thread(thread.join, 10.0)
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
-                stream.close()
+    ) as service:
+        yield service
 
 
 @contextlib.asynccontextmanager
@@ -215,16 +166,6 @@ async def static_site(directory: Path) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
-
-
-async def scrape(api: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    async with aiohttp.ClientSession() as http, http.get(f"{api}/metrics") as response:
-        text = await response.text()
-    return {
-        (s.name, frozenset(s.labels.items())): float(s.value)
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
 
 
 # -- the browser ------------------------------------------------------------------------------
@@ -391,7 +332,7 @@ async def drive(browser: Browser, db: LoggedMariaDB, page_origin: str, api: str)
 
 
 async def drive_fallback(
-    browser: Browser, db: LoggedMariaDB, page_origin: str, service: Api
+    browser: Browser, db: LoggedMariaDB, page_origin: str, service: Service
 ) -> Fallback:
     api = service.url
     context = await browser.new_context()

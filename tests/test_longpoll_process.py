@@ -17,12 +17,8 @@ from typing import Final
 
 import aiohttp
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from devtools.mariadb import ServerAddress
-
-from .conftest import free_port, listening_env, spawn_service
-from .statement_log import DATABASE, SERVICE_USER, LoggedMariaDB, logged_mariadb
+from .statement_log import LoggedMariaDB, Service, logged_mariadb, logged_service, scrape
 
 TTL: Final = 2.0
 CLIENTS: Final = 500
@@ -37,20 +33,21 @@ def logged() -> Iterator[LoggedMariaDB]:
 
 @dataclass
 class Running:
-    process: subprocess.Popen[str]
-    base: str
-    session: aiohttp.ClientSession
+    service: Service
+    session: aiohttp.ClientSession  # without a connection limit: 500 requests at once
+
+    @property
+    def base(self) -> str:
+        return self.service.url
+
+    @property
+    def process(self) -> subprocess.Popen[str]:
+        return self.service.process
 
     async def metric(self, name: str, **labels: str) -> float:
-        async with self.session.get(f"{self.base}/metrics") as response:
-            text = await response.text()
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name and all(
-                    sample.labels.get(k) == v for k, v in labels.items()
-                ):
-                    return float(sample.value)
-        raise AssertionError(f"{name} {labels} not in the scrape")
+        value = (await scrape(self.base)).get((name, frozenset(labels.items())))
+        assert value is not None, f"{name} {labels} not in the scrape"
+        return value
 
     async def held(self) -> int:
         return int(await self.metric("cmapi_http_held_requests"))
@@ -64,41 +61,13 @@ class Running:
 
 @contextlib.asynccontextmanager
 async def running(logged: LoggedMariaDB, **env: str) -> AsyncIterator[Running]:
-    address = logged.address
-    port = free_port()
-    process = spawn_service(
-        {
-            **listening_env(
-                ServerAddress(address.host, address.port, SERVICE_USER),
-                DATABASE,
-                (SERVICE_USER, logged.password),
-                port,
-            ),
-            "CACHE_TTL_SECONDS": str(TTL),
-            "LOG_LEVEL": "warning",  # 500 access lines would fill the pipe nobody reads yet
-            "SHUTDOWN_DELAY_SECONDS": "0",
-            **env,
-        }
-    )
-    connector = aiohttp.TCPConnector(limit=0)
-    session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=90))
-    service = Running(process, f"http://127.0.0.1:{port}", session)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(aiohttp.ClientError):
-                async with session.get(f"{service.base}/readyz") as response:
-                    if response.status == 200:
-                        break
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "the service did not become ready"
-            await asyncio.sleep(0.1)
-        yield service
-    finally:
-        await session.close()
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=30)
+    async with (
+        logged_service(logged, CACHE_TTL_SECONDS=str(TTL), **env) as service,
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=90)
+        ) as session,
+    ):
+        yield Running(service, session)
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,12 @@ import os
 import secrets
 import signal
 import subprocess
-import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import Any, Final
 
 import aiohttp
 import pymysql
@@ -37,7 +36,7 @@ from devtools.mariadb import (
     create_database,
 )
 
-from ..conftest import DEMO_DATA, SCHEMA, free_port, listening_env, spawn_service
+from ..conftest import DEMO_DATA, SCHEMA, drain, free_port, listening_env, spawn_service
 from .proxy import FaultProxy
 
 DATABASE: Final = "cmapi"
@@ -297,20 +296,6 @@ class Transcript:
         return dict(Counter(what.split(" ")[0] for what, _ in self._texts))
 
 
-def _drain(stream: IO[str] | None, into: list[str]) -> threading.Thread:
-    """Read a pipe to its end in a thread: an undrained pipe fills up and blocks the service's
-    logging, which would be a fault of the test's own making."""
-
-    def run() -> None:
-        if stream is not None:
-            for line in stream:
-                into.append(line)
-
-    thread = threading.Thread(target=run, name="cm-api-output", daemon=True)
-    thread.start()
-    return thread
-
-
 class CmApi:
     """One running `python -m service`, its output, and an HTTP client for it."""
 
@@ -323,7 +308,7 @@ class CmApi:
         self._transcript = transcript
         self.stdout: list[str] = []
         self.stderr: list[str] = []
-        self._drains = [_drain(process.stdout, self.stdout), _drain(process.stderr, self.stderr)]
+        self._drains = [drain(process.stdout, self.stdout), drain(process.stderr, self.stderr)]
         self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         self._code: int | None = None
 
