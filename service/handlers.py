@@ -72,8 +72,7 @@ class ResourceHandlers:
             link = resource.next_link(page, last, f"/{self.name}/")
             return Document(await rows.finish(), (("Link", link),) if link is not None else ())
 
-        lookup = hit if hit is not None else await cache.get(key, load)
-        return await respond(request, key, lookup, load)
+        return await respond(request, key, await cache.get(key, load), load)
 
     async def item(self, request: web.Request) -> web.Response:
         app = request.app
@@ -102,5 +101,4 @@ class ResourceHandlers:
                 raise NotFound(f"no {self.name} with id {str(key)[:64]!r}")
             return Document(encode(rows_to_objects(resource.columns, rows)[0]))
 
-        lookup = hit if hit is not None else await cache.get(cache_key, load)
-        return await respond(request, cache_key, lookup, load)
+        return await respond(request, cache_key, await cache.get(cache_key, load), load)

@@ -63,7 +63,7 @@ async def respond(
         else:
             # Time is up, shutdown, or the row is gone: answered as any request (304, 404,
             # stale-if-error, 503...).
-            lookup = cache.fresh(key) or await cache.get(key, load)
+            lookup = await cache.get(key, load)
     elif not changes.accepting:
         return cached_response(request, lookup)
     response = cached_response(request, lookup)
